@@ -1,0 +1,390 @@
+//! Configuration: the TOML file and the validated, typed [`Config`] built from it.
+//!
+//! Loading is two steps. [`FileConfig`] mirrors the file (serde, unknown keys denied); it is
+//! turned into a [`Config`] that holds only valid values (`Duration`, `SocketAddr`,
+//! `http::Uri`, [`ipfilter::Cidr`], [`scaler::ScalingSettings`], enums). Both steps collect
+//! every problem in one pass, each named by its key path, so `portico validate` lists them
+//! all at once. `docs/configuration.md` is the operator's reference for every key.
+//!
+//! Layout:
+//! - `file`: [`FileConfig`] and its sub-tables, with their defaults.
+//! - `parse`: TOML text to [`FileConfig`], keeping a key path on every serde error.
+//! - `validate`: [`FileConfig`] to [`Config`], every check.
+
+pub mod file;
+mod parse;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipfilter::{Cidr, PortRange, Source};
+use scaler::ScalingSettings;
+
+pub use file::FileConfig;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`.
+    pub server: Server,
+    /// `[[listener]]`, in file order (one `public` listener when the file has none).
+    pub listeners: Vec<Listener>,
+    /// `[object_store]`.
+    pub object_store: ObjectStore,
+    /// `[[project]]`, in file order.
+    pub projects: Vec<Project>,
+    /// `[[security_group]]`, in file order.
+    pub security_groups: Vec<SecurityGroup>,
+    /// `[[endpoint]]`, in file order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`. Relative paths inside it resolve
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml_str(&text, base_dir)
+    }
+
+    /// Parses and validates TOML `text`; relative paths in it resolve against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let parsed = parse::parse(text).map_err(|problem| ConfigError::Invalid(vec![problem]))?;
+        validate::validate(&parsed.file, &parsed.origin, base_dir, parsed.problems)
+            .map_err(ConfigError::Invalid)
+    }
+
+    /// One line for logs and `portico validate`, e.g.
+    /// `2 listeners, 1 project, 1 security group, 3 endpoints`.
+    pub fn summary(&self) -> String {
+        fn count(n: usize, noun: &str) -> String {
+            if n == 1 {
+                format!("1 {noun}")
+            } else {
+                format!("{n} {noun}s")
+            }
+        }
+        [
+            count(self.listeners.len(), "listener"),
+            count(self.projects.len(), "project"),
+            count(self.security_groups.len(), "security group"),
+            count(self.endpoints.len(), "endpoint"),
+        ]
+        .join(", ")
+    }
+
+    /// The endpoint with this id.
+    pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.id == id)
+    }
+
+    /// The project with this id.
+    pub fn project(&self, id: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.id == id)
+    }
+}
+
+impl TryFrom<FileConfig> for Config {
+    type Error = ConfigError;
+
+    /// Validates an already-parsed file; relative paths resolve against the current directory.
+    fn try_from(file: FileConfig) -> Result<Config, ConfigError> {
+        validate::validate(&file, &parse::Origin::default(), Path::new("."), Vec::new())
+            .map_err(ConfigError::Invalid)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file was read but is not valid: every problem found, syntax errors included.
+    #[error("{}", invalid_message(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// One human line per problem: `<key path>: <message>`.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { source, .. } => vec![format!("cannot read the file: {source}")],
+            ConfigError::Invalid(problems) => problems.iter().map(Problem::to_string).collect(),
+        }
+    }
+}
+
+fn invalid_message(problems: &[Problem]) -> String {
+    let noun = if problems.len() == 1 {
+        "problem"
+    } else {
+        "problems"
+    };
+    let mut out = format!("invalid configuration ({} {noun})", problems.len());
+    for problem in problems {
+        out.push_str("\n  ");
+        out.push_str(&problem.to_string());
+    }
+    out
+}
+
+/// One thing wrong with the configuration, named by its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `endpoint[is-8458].scaling.max_workers`; elements are named by id, or
+    /// by `#N` (1-based position) when the id is missing or invalid; plain lists by index.
+    pub path: String,
+    /// What is wrong, e.g. `must be >= min_workers (3)`.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Admin API, `/metrics` and dashboard.
+    pub admin_listen: SocketAddr,
+    /// SHA-256 of the admin bearer token; required to use the admin API.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// Peers allowed to set the client address (PROXY header, `X-Forwarded-For`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Embedded state (async queue, events, usage), absolute.
+    pub state_dir: PathBuf,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub grace_period: Duration,
+    /// Access log file, absolute; `None` = standard output.
+    pub access_log: Option<PathBuf>,
+    /// Serve `/metrics` without the admin token.
+    pub metrics_public: bool,
+    /// Data-plane threads; 0 = one per core.
+    pub worker_threads: usize,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    pub max_headers: usize,
+    /// Time allowed for a client to send the request head.
+    pub header_read_timeout: Duration,
+    /// How long an idle client connection is kept open.
+    pub keepalive_timeout: Duration,
+}
+
+/// One data-plane listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Name endpoints refer to.
+    pub name: String,
+    /// Address to bind (port 0 = any free port).
+    pub address: SocketAddr,
+    /// TLS, when configured.
+    pub tls: Option<Tls>,
+    /// Expect a PROXY protocol v1/v2 header on every connection.
+    pub proxy_protocol: bool,
+}
+
+/// A listener's certificate and key files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// PEM certificate chain, absolute path of an existing file.
+    pub cert: PathBuf,
+    /// PEM private key, absolute path of an existing file.
+    pub key: PathBuf,
+}
+
+/// Where async results are written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectStore {
+    /// `file:///absolute/path` (relative paths resolved) or `s3://bucket[/prefix]`.
+    pub url: String,
+    /// S3-compatible endpoint URL, when not AWS.
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: String,
+}
+
+/// A project and its API tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    /// Project id, as in `/project/<id>/…`.
+    pub id: String,
+    /// Tokens accepted for the project's endpoints.
+    pub tokens: Vec<Token>,
+}
+
+/// One project API token, stored as its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// Token name: the caller identity in access logs and metrics.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+/// A named set of inbound rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityGroup {
+    /// Security group id.
+    pub id: String,
+    /// Traffic matching any rule is allowed.
+    pub inbound: Vec<InboundRule>,
+}
+
+/// One inbound rule (TCP only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRule {
+    /// Listener ports the rule applies to.
+    pub ports: PortRange,
+    /// Client addresses allowed.
+    pub source: Source,
+}
+
+/// A model endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Endpoint id, as in `/project/<p>/endpoint/<id>/…`.
+    pub id: String,
+    /// Owning project's id.
+    pub project: String,
+    /// Names of the listeners serving it (all listeners when the file leaves it out).
+    pub listeners: Vec<String>,
+    /// Attached security group ids; none = open.
+    pub security_groups: Vec<String>,
+    /// No token needed (security groups still apply).
+    pub public: bool,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
+    /// Worker timeouts.
+    pub timeouts: Timeouts,
+    /// How workers are found and started.
+    pub workers: Workers,
+    /// Autoscaling settings.
+    pub scaling: ScalingSettings,
+    /// Choice of worker per request.
+    pub balance: Balance,
+    /// Asynchronous invocation, when enabled.
+    pub async_: Option<AsyncSettings>,
+}
+
+/// An endpoint's worker timeouts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// Connecting to a worker.
+    pub connect: Duration,
+    /// From request sent to the first response byte.
+    pub first_byte: Duration,
+    /// Longest silence on an open response or WebSocket.
+    pub idle: Duration,
+}
+
+/// How an endpoint's workers are found, started and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workers {
+    /// Where workers come from.
+    pub kind: WorkerKind,
+    /// Health check path.
+    pub health_path: String,
+    /// Prometheus metrics path.
+    pub metrics_path: String,
+    /// How long a starting worker may take to pass its health check.
+    pub startup_timeout: Duration,
+    /// Protocol spoken to workers.
+    pub protocol: WorkerProtocol,
+}
+
+/// Where workers come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerKind {
+    /// Local processes started by Portico.
+    Process {
+        /// Program and arguments; `{port}` is replaced by the worker's port.
+        command: Vec<String>,
+        /// Extra environment variables, sorted by name.
+        env: Vec<(String, String)>,
+    },
+    /// A fixed list of workers run elsewhere.
+    Static {
+        /// Base URLs (`http://host:port` or `https://…`, no path).
+        urls: Vec<http::Uri>,
+    },
+}
+
+/// Protocol spoken to workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerProtocol {
+    /// HTTP/1.1 (`http1`).
+    Http1,
+    /// HTTP/2 without TLS, prior knowledge (`h2c`).
+    H2c,
+}
+
+/// How a worker is picked for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceStrategy {
+    /// Fewest requests in flight (power of two choices).
+    LeastInflight,
+    /// Each worker in turn.
+    RoundRobin,
+}
+
+/// `[endpoint.balance]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    /// The strategy.
+    pub strategy: BalanceStrategy,
+}
+
+/// `[endpoint.async]`: asynchronous invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncSettings {
+    /// Paths below the endpoint whose POSTs are queued (answered 202).
+    pub routes: Vec<String>,
+    /// Jobs dispatched to one worker at a time.
+    pub concurrency_per_worker: u32,
+    /// Tries per job before it fails.
+    pub max_attempts: u32,
+    /// How long a job and its result are kept.
+    pub ttl: Duration,
+    /// URL prefixes webhooks may call.
+    pub webhook_allow: Vec<String>,
+    /// Where jobs are queued.
+    pub queue: QueueBackend,
+}
+
+/// Where async jobs are queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// The embedded store under `server.state_dir`.
+    Embedded,
+    /// Redis Streams at this `redis://` or `rediss://` URL.
+    Redis(String),
+}

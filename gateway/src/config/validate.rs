@@ -1,0 +1,1144 @@
+//! [`FileConfig`] to [`Config`]: every check, every problem in one pass.
+//!
+//! Each check records a [`Problem`] named by its key path and yields `None` for the value it
+//! could not build; the typed [`Config`] is assembled only when no problem was found.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use ipfilter::{Cidr, PortRange, Source};
+use scaler::{Metric, ScalingSettings};
+
+use super::file::{
+    FileAsync, FileConfig, FileEndpoint, FileInboundRule, FileListener, FileObjectStore,
+    FileProject, FileScaling, FileSecurityGroup, FileServer, FileTimeouts, FileWorkers,
+};
+use super::parse::Origin;
+use super::{
+    AsyncSettings, Balance, BalanceStrategy, Config, Endpoint, InboundRule, Listener, ObjectStore,
+    Problem, Project, QueueBackend, SecurityGroup, Server, Timeouts, Tls, Token, WorkerKind,
+    WorkerProtocol, Workers,
+};
+
+/// Ids appear in URL paths, logs and metric labels: `[A-Za-z0-9._-]+`, not only dots.
+pub(crate) fn is_id(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !text.chars().all(|c| c == '.')
+}
+
+/// `[id]` for an element with a valid id, else `[#position]` (1-based).
+pub(crate) fn element_label(id: &str, position: usize) -> String {
+    if is_id(id) {
+        format!("[{id}]")
+    } else {
+        format!("[#{position}]")
+    }
+}
+
+/// `path.key`, quoting keys that are not bare TOML keys.
+pub(crate) fn path_key(path: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if path.is_empty() {
+        key
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Validates `file`; `problems` already holds the parse problems, which come first.
+pub(crate) fn validate(
+    file: &FileConfig,
+    origin: &Origin,
+    base_dir: &Path,
+    problems: Vec<Problem>,
+) -> Result<Config, Vec<Problem>> {
+    let base_dir = absolute(base_dir);
+    let mut check = Check {
+        origin,
+        base_dir: &base_dir,
+        problems: Vec::new(),
+    };
+    let config = check.config(file);
+    let mut all = problems;
+    // A value that failed to parse was reported once already; a default stood in for it.
+    all.extend(
+        check
+            .problems
+            .into_iter()
+            .filter(|p| !origin.covers(&p.path)),
+    );
+    // Parse problems came first; report everything in file order instead (stable: within
+    // an element, parse problems still precede the checks).
+    all.sort_by_key(|p| origin.sort_key(&p.path));
+    match config {
+        Some(config) if all.is_empty() => Ok(config),
+        _ if all.is_empty() => Err(vec![Problem::new(
+            "<file>",
+            "invalid configuration (internal error: no problem was recorded)",
+        )]),
+        _ => Err(all),
+    }
+}
+
+struct Check<'a> {
+    origin: &'a Origin,
+    base_dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+/// Names of what endpoints may refer to.
+struct Known {
+    listeners: Vec<String>,
+    projects: Vec<String>,
+    security_groups: Vec<String>,
+}
+
+impl Check<'_> {
+    fn bad(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn config(&mut self, file: &FileConfig) -> Option<Config> {
+        let server = self.server(&file.server);
+        let listeners = self.listeners(file.listener.as_deref(), server.as_ref());
+        let object_store = self.object_store(&file.object_store);
+        let admin_hash = server.as_ref().and_then(|s| s.admin_token_sha256);
+        let projects = self.projects(&file.project, admin_hash);
+        let security_groups = self.security_groups(&file.security_group);
+        let known = Known {
+            listeners: match &file.listener {
+                None => vec!["public".to_string()],
+                Some(list) => list.iter().map(|l| l.name.clone()).collect(),
+            },
+            projects: file.project.iter().map(|p| p.id.clone()).collect(),
+            security_groups: file.security_group.iter().map(|g| g.id.clone()).collect(),
+        };
+        let endpoints = self.endpoints(&file.endpoint, &known);
+        Some(Config {
+            server: server?,
+            listeners: listeners.into_iter().collect::<Option<_>>()?,
+            object_store: object_store?,
+            projects: projects.into_iter().collect::<Option<_>>()?,
+            security_groups: security_groups.into_iter().collect::<Option<_>>()?,
+            endpoints: endpoints.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    // ---- [server] -------------------------------------------------------------------------
+
+    fn server(&mut self, s: &FileServer) -> Option<Server> {
+        let admin_listen = self.socket_addr("server.admin_listen", &s.admin_listen);
+        let admin_token_sha256 = match &s.admin_token_sha256 {
+            None => Some(None),
+            Some(hex) => self.sha256("server.admin_token_sha256", hex).map(Some),
+        };
+        let trusted_proxies: Vec<Option<Cidr>> = s
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, text)| self.trusted_proxy(&format!("server.trusted_proxies[{i}]"), text))
+            .collect();
+        let state_dir = self.path("server.state_dir", &s.state_dir);
+        let access_log = match &s.access_log {
+            None => Some(None),
+            Some(path) => self.path("server.access_log", path).map(Some),
+        };
+        let worker_threads = self.at_most("server.worker_threads", s.worker_threads, 1024);
+        let max_header_bytes = self.at_least("server.max_header_bytes", s.max_header_bytes, 1024);
+        let max_headers = self.at_least("server.max_headers", s.max_headers, 8);
+        let header_read_timeout = self.seconds(
+            "server.header_read_timeout_seconds",
+            s.header_read_timeout_seconds,
+        );
+        let keepalive_timeout = self.seconds(
+            "server.keepalive_timeout_seconds",
+            s.keepalive_timeout_seconds,
+        );
+        Some(Server {
+            admin_listen: admin_listen?,
+            admin_token_sha256: admin_token_sha256?,
+            trusted_proxies: trusted_proxies.into_iter().collect::<Option<_>>()?,
+            state_dir: state_dir?,
+            grace_period: Duration::from_secs(s.grace_period_seconds),
+            access_log: access_log?,
+            metrics_public: s.metrics_public,
+            worker_threads: worker_threads?,
+            max_header_bytes: max_header_bytes?,
+            max_headers: max_headers?,
+            header_read_timeout: header_read_timeout?,
+            keepalive_timeout: keepalive_timeout?,
+        })
+    }
+
+    fn trusted_proxy(&mut self, path: &str, text: &str) -> Option<Cidr> {
+        if text.trim().eq_ignore_ascii_case("any") {
+            self.bad(
+                path,
+                "`any` is not allowed here (it would let every client set its own address); \
+                 list the proxies' addresses or CIDR blocks",
+            );
+            return None;
+        }
+        self.cidr(path, text)
+    }
+
+    // ---- [[listener]] -----------------------------------------------------------------------
+
+    fn listeners(
+        &mut self,
+        file: Option<&[FileListener]>,
+        server: Option<&Server>,
+    ) -> Vec<Option<Listener>> {
+        let Some(file) = file else {
+            return vec![Some(Listener {
+                name: "public".into(),
+                address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+                tls: None,
+                proxy_protocol: false,
+            })];
+        };
+        if file.is_empty() && !self.origin.lost_any("listener") {
+            self.bad(
+                "listener",
+                "at least one [[listener]] is needed (leave the key out for the default: \
+                 `public` on 0.0.0.0:8080)",
+            );
+        }
+        // Bound addresses so far, with the key that claimed each.
+        let mut taken: Vec<(String, SocketAddr)> = Vec::new();
+        if let Some(server) = server {
+            taken.push(("server.admin_listen".into(), server.admin_listen));
+        }
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for (i, l) in file.iter().enumerate() {
+            let position = Origin::position(&self.origin.listener, i);
+            let prefix = format!("listener{}", element_label(&l.name, position));
+            // Where names repeat, a conflict names the other listener by position.
+            let unique = file.iter().filter(|other| other.name == l.name).count() == 1;
+            let claim = if unique {
+                format!("{prefix}.address")
+            } else {
+                format!("listener[#{position}].address")
+            };
+            self.id(&format!("{prefix}.name"), &l.name);
+            if is_id(&l.name) && !names.insert(l.name.as_str()) {
+                self.bad(
+                    format!("{prefix}.name"),
+                    format!("duplicate: another listener is named `{}`", l.name),
+                );
+            }
+            let address = self.socket_addr(&format!("{prefix}.address"), &l.address);
+            if let Some(address) = address {
+                if let Some((key, other)) = taken.iter().find(|(_, o)| conflict(address, *o)) {
+                    self.bad(
+                        format!("{prefix}.address"),
+                        format!("{address} conflicts with {key} ({other})"),
+                    );
+                }
+                taken.push((claim, address));
+            }
+            let tls = match &l.tls {
+                None => Some(None),
+                Some(tls) => {
+                    let cert = self.existing_file(&format!("{prefix}.tls.cert"), &tls.cert);
+                    let key = self.existing_file(&format!("{prefix}.tls.key"), &tls.key);
+                    cert.zip(key).map(|(cert, key)| Some(Tls { cert, key }))
+                }
+            };
+            out.push(address.zip(tls).map(|(address, tls)| Listener {
+                name: l.name.clone(),
+                address,
+                tls,
+                proxy_protocol: l.proxy_protocol,
+            }));
+        }
+        out
+    }
+
+    // ---- [object_store] ---------------------------------------------------------------------
+
+    fn object_store(&mut self, o: &FileObjectStore) -> Option<ObjectStore> {
+        let url = if let Some(path) = o.url.strip_prefix("file://") {
+            if path.is_empty() {
+                self.bad(
+                    "object_store.url",
+                    "file:// needs a path, e.g. file://./data/results",
+                );
+                None
+            } else {
+                let path = resolve(self.base_dir, Path::new(path));
+                Some(format!("file://{}", path.display()))
+            }
+        } else if let Some(rest) = o.url.strip_prefix("s3://") {
+            let bucket = rest.split('/').next().unwrap_or("");
+            match bucket_problem(bucket) {
+                Some(message) => {
+                    self.bad("object_store.url", message);
+                    None
+                }
+                None => Some(o.url.clone()),
+            }
+        } else {
+            self.bad(
+                "object_store.url",
+                format!("`{}` must be file://PATH or s3://BUCKET[/PREFIX]", o.url),
+            );
+            None
+        };
+        let endpoint = match &o.endpoint {
+            None => Some(None),
+            Some(text) => self
+                .http_url("object_store.endpoint", text)
+                .map(|_| Some(text.clone())),
+        };
+        if o.region.trim().is_empty() {
+            self.bad("object_store.region", "must not be empty");
+        }
+        Some(ObjectStore {
+            url: url?,
+            endpoint: endpoint?,
+            region: o.region.clone(),
+        })
+    }
+
+    // ---- [[project]] ------------------------------------------------------------------------
+
+    fn projects(
+        &mut self,
+        file: &[FileProject],
+        admin_hash: Option<[u8; 32]>,
+    ) -> Vec<Option<Project>> {
+        // Every hash seen so far and the key that holds it: one token, one identity.
+        let mut hashes: HashMap<[u8; 32], String> = HashMap::new();
+        if let Some(hash) = admin_hash {
+            hashes.insert(hash, "server.admin_token_sha256".into());
+        }
+        let mut ids = HashSet::new();
+        let mut out = Vec::new();
+        for (i, p) in file.iter().enumerate() {
+            let position = Origin::position(&self.origin.project, i);
+            let prefix = format!("project{}", element_label(&p.id, position));
+            self.id(&format!("{prefix}.id"), &p.id);
+            if is_id(&p.id) && !ids.insert(p.id.as_str()) {
+                self.bad(
+                    format!("{prefix}.id"),
+                    format!("duplicate: another project has id `{}`", p.id),
+                );
+            }
+            let mut names = HashSet::new();
+            let mut tokens = Vec::new();
+            for (j, t) in p.tokens.iter().enumerate() {
+                let path = format!("{prefix}.tokens{}", element_label(&t.name, j + 1));
+                self.id(&format!("{path}.name"), &t.name);
+                if is_id(&t.name) && !names.insert(t.name.as_str()) {
+                    self.bad(
+                        format!("{path}.name"),
+                        format!(
+                            "duplicate: another token of this project is named `{}`",
+                            t.name
+                        ),
+                    );
+                }
+                let sha256 = self.sha256(&format!("{path}.sha256"), &t.sha256);
+                if let Some(hash) = sha256 {
+                    let key = format!("{path}.sha256");
+                    match hashes.get(&hash) {
+                        Some(other) => self.bad(
+                            key,
+                            format!("same hash as {other}: every token must be different"),
+                        ),
+                        None => {
+                            hashes.insert(hash, key);
+                        }
+                    }
+                }
+                tokens.push(sha256.map(|sha256| Token {
+                    name: t.name.clone(),
+                    sha256,
+                }));
+            }
+            out.push(
+                tokens
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .map(|tokens| Project {
+                        id: p.id.clone(),
+                        tokens,
+                    }),
+            );
+        }
+        out
+    }
+
+    // ---- [[security_group]] -----------------------------------------------------------------
+
+    fn security_groups(&mut self, file: &[FileSecurityGroup]) -> Vec<Option<SecurityGroup>> {
+        let mut ids = HashSet::new();
+        let mut out = Vec::new();
+        for (i, g) in file.iter().enumerate() {
+            let position = Origin::position(&self.origin.security_group, i);
+            let prefix = format!("security_group{}", element_label(&g.id, position));
+            self.id(&format!("{prefix}.id"), &g.id);
+            if is_id(&g.id) && !ids.insert(g.id.as_str()) {
+                self.bad(
+                    format!("{prefix}.id"),
+                    format!("duplicate: another security group has id `{}`", g.id),
+                );
+            }
+            let inbound: Vec<Option<InboundRule>> = g
+                .inbound
+                .iter()
+                .enumerate()
+                .map(|(j, rule)| self.inbound(&format!("{prefix}.inbound[{j}]"), rule))
+                .collect();
+            out.push(
+                inbound
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .map(|inbound| SecurityGroup {
+                        id: g.id.clone(),
+                        inbound,
+                    }),
+            );
+        }
+        out
+    }
+
+    fn inbound(&mut self, path: &str, rule: &FileInboundRule) -> Option<InboundRule> {
+        let protocol_ok = rule.protocol == "tcp";
+        if !protocol_ok {
+            self.bad(
+                format!("{path}.protocol"),
+                format!("`{}` is not supported; only \"tcp\"", rule.protocol),
+            );
+        }
+        let ports = match (rule.port, rule.port_range) {
+            (Some(_), Some(_)) => {
+                self.bad(
+                    format!("{path}.port_range"),
+                    "not allowed together with `port`: set one of them (neither = all ports)",
+                );
+                None
+            }
+            (Some(port), None) => {
+                match u32::try_from(port).ok().filter(|p| (1..=65535).contains(p)) {
+                    Some(port) => PortRange::new(port, port).ok(),
+                    None => {
+                        self.bad(
+                            format!("{path}.port"),
+                            format!("{port} is out of range 1..=65535"),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some([lo, hi])) => {
+                let range = u32::try_from(lo)
+                    .ok()
+                    .zip(u32::try_from(hi).ok())
+                    .and_then(|(lo, hi)| PortRange::new(lo, hi).ok());
+                if range.is_none() {
+                    self.bad(
+                        format!("{path}.port_range"),
+                        format!("[{lo}, {hi}] is invalid: both in 1..=65535, low <= high"),
+                    );
+                }
+                range
+            }
+            (None, None) => Some(PortRange::ALL),
+        };
+        let source = if rule.source.trim().is_empty() {
+            self.bad(
+                format!("{path}.source"),
+                "is required: \"any\", an address or a CIDR block",
+            );
+            None
+        } else {
+            match rule.source.parse::<Source>() {
+                Ok(source) => Some(source),
+                Err(err) => {
+                    self.bad(format!("{path}.source"), err.to_string());
+                    None
+                }
+            }
+        };
+        if !protocol_ok {
+            return None;
+        }
+        Some(InboundRule {
+            ports: ports?,
+            source: source?,
+        })
+    }
+
+    // ---- [[endpoint]] -----------------------------------------------------------------------
+
+    fn endpoints(&mut self, file: &[FileEndpoint], known: &Known) -> Vec<Option<Endpoint>> {
+        let mut ids = HashSet::new();
+        let mut out = Vec::new();
+        for (i, e) in file.iter().enumerate() {
+            let position = Origin::position(&self.origin.endpoint, i);
+            let prefix = format!("endpoint{}", element_label(&e.id, position));
+            self.id(&format!("{prefix}.id"), &e.id);
+            if is_id(&e.id) && !ids.insert(e.id.as_str()) {
+                self.bad(
+                    format!("{prefix}.id"),
+                    format!("duplicate: another endpoint has id `{}`", e.id),
+                );
+            }
+            out.push(self.endpoint(&prefix, e, known));
+        }
+        out
+    }
+
+    fn endpoint(&mut self, prefix: &str, e: &FileEndpoint, known: &Known) -> Option<Endpoint> {
+        let mut ok = true;
+        if e.project.is_empty() {
+            self.bad(
+                format!("{prefix}.project"),
+                "is required: the id of a [[project]]",
+            );
+            ok = false;
+        } else {
+            ok &= self.reference(
+                &format!("{prefix}.project"),
+                &e.project,
+                "project",
+                &known.projects,
+            );
+        }
+        let listeners = match &e.listeners {
+            None => known.listeners.clone(),
+            Some(list) => {
+                if list.is_empty() {
+                    self.bad(
+                        format!("{prefix}.listeners"),
+                        "must not be empty (leave the key out to serve on every listener)",
+                    );
+                    ok = false;
+                }
+                ok &= self.references(
+                    &format!("{prefix}.listeners"),
+                    list,
+                    "listener",
+                    &known.listeners,
+                );
+                list.clone()
+            }
+        };
+        ok &= self.references(
+            &format!("{prefix}.security_groups"),
+            &e.security_groups,
+            "security_group",
+            &known.security_groups,
+        );
+        if e.max_body_bytes == 0 {
+            self.bad(format!("{prefix}.max_body_bytes"), "must be >= 1");
+            ok = false;
+        }
+        let timeouts = self.timeouts(&format!("{prefix}.timeouts"), &e.timeouts);
+        let workers = self.workers(&format!("{prefix}.workers"), e.workers.as_ref());
+        let scaling = self.scaling(&format!("{prefix}.scaling"), &e.scaling);
+        let balance = self.balance(&format!("{prefix}.balance.strategy"), &e.balance.strategy);
+        let async_ = match &e.async_ {
+            None => Some(None),
+            Some(a) => self.async_settings(&format!("{prefix}.async"), a).map(Some),
+        };
+        if !ok {
+            return None;
+        }
+        Some(Endpoint {
+            id: e.id.clone(),
+            project: e.project.clone(),
+            listeners,
+            security_groups: e.security_groups.clone(),
+            public: e.public,
+            max_body_bytes: e.max_body_bytes,
+            timeouts: timeouts?,
+            workers: workers?,
+            scaling: scaling?,
+            balance: balance?,
+            async_: async_?,
+        })
+    }
+
+    /// Checks that `id` names an element of `array` (or one dropped by a parse error).
+    fn reference(&mut self, path: &str, id: &str, array: &str, known: &[String]) -> bool {
+        if known.iter().any(|k| k == id) || self.origin.may_exist(array, id) {
+            return true;
+        }
+        let defined: Vec<&str> = known
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(String::as_str)
+            .collect();
+        let hint = if defined.is_empty() {
+            format!("no [[{array}]] is defined")
+        } else {
+            format!("defined: {}", defined.join(", "))
+        };
+        self.bad(
+            path,
+            format!("unknown {} `{id}` ({hint})", array.replace('_', " ")),
+        );
+        false
+    }
+
+    /// Checks a list of references: each known, none twice.
+    fn references(&mut self, path: &str, ids: &[String], array: &str, known: &[String]) -> bool {
+        let mut ok = true;
+        let mut seen = HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let item = format!("{path}[{i}]");
+            ok &= self.reference(&item, id, array, known);
+            if !seen.insert(id.as_str()) {
+                self.bad(item, format!("`{id}` is listed twice"));
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    fn timeouts(&mut self, path: &str, t: &FileTimeouts) -> Option<Timeouts> {
+        let connect = if t.connect_ms == 0 {
+            self.bad(format!("{path}.connect_ms"), "must be >= 1");
+            None
+        } else {
+            Some(Duration::from_millis(t.connect_ms))
+        };
+        let first_byte = self.seconds(&format!("{path}.first_byte_seconds"), t.first_byte_seconds);
+        let idle = self.seconds(&format!("{path}.idle_seconds"), t.idle_seconds);
+        Some(Timeouts {
+            connect: connect?,
+            first_byte: first_byte?,
+            idle: idle?,
+        })
+    }
+
+    fn workers(&mut self, path: &str, w: Option<&FileWorkers>) -> Option<Workers> {
+        let Some(w) = w else {
+            self.bad(
+                path,
+                "is required: an [endpoint.workers] table with kind = \"process\" or \"static\"",
+            );
+            return None;
+        };
+        let kind = match w.kind.as_str() {
+            "process" => self.process_workers(path, w),
+            "static" => self.static_workers(path, w),
+            "kubernetes" | "command" => {
+                self.bad(
+                    format!("{path}.kind"),
+                    format!(
+                        "\"{}\" is not supported yet; use \"process\" or \"static\"",
+                        w.kind
+                    ),
+                );
+                None
+            }
+            "" => {
+                self.bad(
+                    format!("{path}.kind"),
+                    "is required: \"process\" or \"static\"",
+                );
+                None
+            }
+            other => {
+                self.bad(
+                    format!("{path}.kind"),
+                    format!("unknown kind \"{other}\"; expected \"process\" or \"static\""),
+                );
+                None
+            }
+        };
+        let health_path = self.url_path(&format!("{path}.health_path"), &w.health_path);
+        let metrics_path = self.url_path(&format!("{path}.metrics_path"), &w.metrics_path);
+        let startup_timeout = self.seconds(
+            &format!("{path}.startup_timeout_seconds"),
+            w.startup_timeout_seconds,
+        );
+        let protocol = match w.protocol.as_str() {
+            "http1" => Some(WorkerProtocol::Http1),
+            "h2c" => Some(WorkerProtocol::H2c),
+            other => {
+                self.bad(
+                    format!("{path}.protocol"),
+                    format!("unknown protocol \"{other}\"; expected \"http1\" or \"h2c\""),
+                );
+                None
+            }
+        };
+        Some(Workers {
+            kind: kind?,
+            health_path: health_path?,
+            metrics_path: metrics_path?,
+            startup_timeout: startup_timeout?,
+            protocol: protocol?,
+        })
+    }
+
+    fn process_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
+        let mut ok = true;
+        if w.urls.is_some() {
+            self.bad(
+                format!("{path}.urls"),
+                "not allowed with kind = \"process\"",
+            );
+            ok = false;
+        }
+        match w.command.as_deref() {
+            None => {
+                self.bad(
+                    format!("{path}.command"),
+                    "is required with kind = \"process\"",
+                );
+                ok = false;
+            }
+            Some([]) => {
+                self.bad(format!("{path}.command"), "must not be empty");
+                ok = false;
+            }
+            Some([program, ..]) if program.trim().is_empty() => {
+                self.bad(
+                    format!("{path}.command[0]"),
+                    "the program must not be empty",
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        let env = w.env.clone().unwrap_or_default();
+        for (name, value) in &env {
+            let key = path_key(&format!("{path}.env"), name);
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.bad(key, "is not a valid environment variable name");
+                ok = false;
+            } else if value.contains('\0') {
+                self.bad(key, "must not contain a NUL character");
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(WorkerKind::Process {
+            command: w.command.clone().unwrap_or_default(),
+            env: env.into_iter().collect(),
+        })
+    }
+
+    fn static_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
+        let mut ok = true;
+        if w.command.is_some() {
+            self.bad(
+                format!("{path}.command"),
+                "not allowed with kind = \"static\"",
+            );
+            ok = false;
+        }
+        if w.env.is_some() {
+            self.bad(format!("{path}.env"), "not allowed with kind = \"static\"");
+            ok = false;
+        }
+        let urls = match w.urls.as_deref() {
+            None => {
+                self.bad(format!("{path}.urls"), "is required with kind = \"static\"");
+                return None;
+            }
+            Some([]) => {
+                self.bad(format!("{path}.urls"), "must not be empty");
+                return None;
+            }
+            Some(urls) => urls,
+        };
+        let urls: Vec<Option<Uri>> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, text)| self.worker_url(&format!("{path}.urls[{i}]"), text))
+            .collect();
+        let urls = urls.into_iter().collect::<Option<Vec<_>>>()?;
+        ok.then_some(WorkerKind::Static { urls })
+    }
+
+    /// A static worker's base URL: http(s), a host, no credentials, path or query.
+    fn worker_url(&mut self, path: &str, text: &str) -> Option<Uri> {
+        let uri = self.http_url(path, text)?;
+        let message = if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            Some("must not contain credentials")
+        } else if uri.path() != "/" && !uri.path().is_empty() {
+            Some("must not have a path: the request path is appended to the worker's root")
+        } else if uri.query().is_some() {
+            Some("must not have a query")
+        } else {
+            None
+        };
+        match message {
+            Some(message) => {
+                self.bad(path, format!("`{text}` {message}"));
+                None
+            }
+            None => Some(uri),
+        }
+    }
+
+    fn scaling(&mut self, path: &str, s: &FileScaling) -> Option<ScalingSettings> {
+        let mut ok = true;
+        let custom_key = format!("{path}.custom_metric");
+        // A stand-in metric keeps the other settings checked when this one is wrong.
+        let metric = match (s.metric.as_str(), &s.custom_metric) {
+            ("concurrency", None) => Metric::Concurrency,
+            ("rps", None) => Metric::Rps,
+            ("custom", Some(name)) => Metric::Custom(name.clone()),
+            ("custom", None) => {
+                self.bad(custom_key, "is required with metric = \"custom\"");
+                ok = false;
+                Metric::Concurrency
+            }
+            ("concurrency" | "rps", Some(_)) => {
+                self.bad(custom_key, "only allowed with metric = \"custom\"");
+                ok = false;
+                Metric::Concurrency
+            }
+            (other, _) => {
+                self.bad(
+                    format!("{path}.metric"),
+                    format!(
+                        "unknown metric \"{other}\"; expected \"concurrency\", \"rps\" or \"custom\""
+                    ),
+                );
+                ok = false;
+                Metric::Concurrency
+            }
+        };
+        let settings = ScalingSettings {
+            min_workers: s.min_workers,
+            max_workers: s.max_workers,
+            metric,
+            target: s.target,
+            idle_timeout: Duration::from_secs(s.idle_timeout_seconds),
+            initial_cooldown: Duration::from_secs(s.initial_cooldown_seconds),
+            stable_window: Duration::from_secs(s.stable_window_seconds),
+            panic_window: Duration::from_secs(s.panic_window_seconds),
+            panic_threshold: s.panic_threshold,
+            max_pending: s.max_pending,
+            cold_start_timeout: Duration::from_secs(s.cold_start_timeout_seconds),
+        };
+        for problem in settings.problems() {
+            self.bad(format!("{path}.{}", problem.key), problem.message);
+            ok = false;
+        }
+        ok.then_some(settings)
+    }
+
+    fn balance(&mut self, path: &str, strategy: &str) -> Option<Balance> {
+        let strategy = match strategy {
+            "least_inflight" => BalanceStrategy::LeastInflight,
+            "round_robin" => BalanceStrategy::RoundRobin,
+            "metric" | "session" | "prefix" => {
+                self.bad(
+                    path,
+                    format!(
+                        "\"{strategy}\" is not supported yet; use \"least_inflight\" or \"round_robin\""
+                    ),
+                );
+                return None;
+            }
+            other => {
+                self.bad(
+                    path,
+                    format!(
+                        "unknown strategy \"{other}\"; expected \"least_inflight\" or \"round_robin\""
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(Balance { strategy })
+    }
+
+    fn async_settings(&mut self, path: &str, a: &FileAsync) -> Option<AsyncSettings> {
+        let mut ok = true;
+        let mut seen = HashSet::new();
+        for (i, route) in a.routes.iter().enumerate() {
+            let key = format!("{path}.routes[{i}]");
+            if !route.starts_with('/')
+                || route.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+            {
+                self.bad(
+                    key,
+                    format!("`{route}` must be a path starting with `/` (no query)"),
+                );
+                ok = false;
+            } else if !seen.insert(route.as_str()) {
+                self.bad(key, format!("`{route}` is listed twice"));
+                ok = false;
+            }
+        }
+        for (key, value) in [
+            ("concurrency_per_worker", a.concurrency_per_worker),
+            ("max_attempts", a.max_attempts),
+        ] {
+            if value == 0 {
+                self.bad(format!("{path}.{key}"), "must be >= 1");
+                ok = false;
+            }
+        }
+        let ttl = self.seconds(&format!("{path}.ttl_seconds"), a.ttl_seconds);
+        for (i, url) in a.webhook_allow.iter().enumerate() {
+            ok &= self
+                .http_url(&format!("{path}.webhook_allow[{i}]"), url)
+                .is_some();
+        }
+        let queue = self.queue(&format!("{path}.queue"), &a.queue);
+        if !ok {
+            return None;
+        }
+        Some(AsyncSettings {
+            routes: a.routes.clone(),
+            concurrency_per_worker: a.concurrency_per_worker,
+            max_attempts: a.max_attempts,
+            ttl: ttl?,
+            webhook_allow: a.webhook_allow.clone(),
+            queue: queue?,
+        })
+    }
+
+    fn queue(&mut self, path: &str, text: &str) -> Option<QueueBackend> {
+        if text == "embedded" {
+            return Some(QueueBackend::Embedded);
+        }
+        let valid = text
+            .parse::<Uri>()
+            .ok()
+            .filter(|uri| matches!(uri.scheme_str(), Some("redis" | "rediss")))
+            .is_some_and(|uri| uri.host().is_some_and(|h| !h.is_empty()));
+        if valid {
+            Some(QueueBackend::Redis(text.to_string()))
+        } else {
+            self.bad(
+                path,
+                format!("`{text}` must be \"embedded\" or a redis:// or rediss:// URL with a host"),
+            );
+            None
+        }
+    }
+
+    // ---- value checks -----------------------------------------------------------------------
+
+    fn id(&mut self, path: &str, value: &str) {
+        if value.is_empty() {
+            self.bad(path, "is required");
+        } else if !is_id(value) {
+            self.bad(
+                path,
+                format!(
+                    "`{value}` is not a valid id: use letters, digits, `.`, `_` and `-` \
+                     (not only dots); ids appear in URL paths"
+                ),
+            );
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.bad(
+                    path,
+                    format!(
+                        "`{text}` is not a socket address: write IP:PORT (e.g. 0.0.0.0:8080 or \
+                         [::]:8080); host names are not accepted"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn cidr(&mut self, path: &str, text: &str) -> Option<Cidr> {
+        match text.parse::<Cidr>() {
+            Ok(cidr) => Some(cidr),
+            Err(err) => {
+                self.bad(path, err.to_string());
+                None
+            }
+        }
+    }
+
+    fn sha256(&mut self, path: &str, hex: &str) -> Option<[u8; 32]> {
+        match decode_sha256(hex) {
+            Some(hash) => Some(hash),
+            None => {
+                let message = if hex.is_empty() {
+                    "is required: the hex SHA-256 of the token (`portico token new` prints one)"
+                } else {
+                    "must be 64 hex characters: the SHA-256 of the token \
+                     (`portico token new` prints one)"
+                };
+                self.bad(path, message);
+                None
+            }
+        }
+    }
+
+    /// An absolute http(s) URL with a host.
+    fn http_url(&mut self, path: &str, text: &str) -> Option<Uri> {
+        let problem = match text.parse::<Uri>() {
+            Err(err) => Some(format!("`{text}` is not a URL: {err}")),
+            Ok(uri) => match uri.scheme_str() {
+                None => Some(format!(
+                    "`{text}` must be an absolute URL starting with http:// or https://"
+                )),
+                Some("http" | "https") if uri.host().is_none_or(str::is_empty) => {
+                    Some(format!("`{text}` has no host"))
+                }
+                Some("http" | "https") => return Some(uri),
+                Some(scheme) => Some(format!(
+                    "`{text}`: scheme `{scheme}` is not supported; use http:// or https://"
+                )),
+            },
+        };
+        if let Some(message) = problem {
+            self.bad(path, message);
+        }
+        None
+    }
+
+    fn url_path(&mut self, path: &str, value: &str) -> Option<String> {
+        if value.starts_with('/') && !value.contains(char::is_whitespace) {
+            Some(value.to_string())
+        } else {
+            self.bad(path, format!("`{value}` must be a path starting with `/`"));
+            None
+        }
+    }
+
+    fn path(&mut self, key: &str, path: &Path) -> Option<PathBuf> {
+        if path.as_os_str().is_empty() {
+            self.bad(key, "must not be empty");
+            return None;
+        }
+        Some(resolve(self.base_dir, path))
+    }
+
+    fn existing_file(&mut self, key: &str, path: &Path) -> Option<PathBuf> {
+        let resolved = self.path(key, path)?;
+        match std::fs::metadata(&resolved) {
+            Ok(meta) if meta.is_file() => Some(resolved),
+            Ok(_) => {
+                self.bad(key, format!("{} is not a file", resolved.display()));
+                None
+            }
+            Err(err) => {
+                self.bad(key, format!("{}: {err}", resolved.display()));
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, path: &str, seconds: u64) -> Option<Duration> {
+        if seconds == 0 {
+            self.bad(path, "must be >= 1");
+            None
+        } else {
+            Some(Duration::from_secs(seconds))
+        }
+    }
+
+    fn at_least(&mut self, path: &str, value: u64, min: u64) -> Option<usize> {
+        if value < min {
+            self.bad(path, format!("must be >= {min}"));
+            return None;
+        }
+        Some(usize::try_from(value).unwrap_or(usize::MAX))
+    }
+
+    fn at_most(&mut self, path: &str, value: u64, max: u64) -> Option<usize> {
+        if value > max {
+            self.bad(path, format!("must be <= {max}"));
+            return None;
+        }
+        // At most `max`, which fits in usize.
+        Some(usize::try_from(value).unwrap_or(usize::MAX))
+    }
+}
+
+/// Two binds on the same port conflict when the addresses are equal or either one is the
+/// unspecified address that covers the other (`0.0.0.0` covers IPv4, `[::]` covers both).
+/// Port 0 never conflicts: each bind gets a free port.
+fn conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |x: SocketAddr, y: SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
+/// Why an S3 bucket name is invalid, if it is: 3 to 63 lowercase letters, digits, `.` and
+/// `-`, starting and ending with a letter or digit, no `..`, not an IPv4 address.
+fn bucket_problem(bucket: &str) -> Option<String> {
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !bucket.contains("..")
+        && bucket.parse::<std::net::Ipv4Addr>().is_err();
+    (!valid).then(|| {
+        format!(
+            "`{bucket}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `.` \
+             and `-`, starting and ending with a letter or digit)"
+        )
+    })
+}
+
+fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let digit = |c: u8| char::from(c).to_digit(16);
+        // Each digit is < 16, so the pair fits in a byte.
+        *byte = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// The absolute form of `dir`, or `dir` itself when the current directory is unknown.
+fn absolute(dir: &Path) -> PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::path::absolute(dir)
+        .map(|abs| normalize(&abs))
+        .unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// `path` resolved against `base`, with `.` components removed.
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    normalize(&base.join(path))
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}

@@ -1,0 +1,54 @@
+//! The `portico` command: parses the command line, sets up logging, loads the config and hands
+//! bound listeners to [`gateway::run`]. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use gateway::cli::{Cli, Command, TokenCommand};
+use gateway::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            gateway::logging::init(args.log_format);
+            match serve(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    eprintln!("portico: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate(args) => gateway::cli::validate(&args.config),
+        Command::Token(TokenCommand::New { project, name }) => {
+            gateway::cli::token_new(&project, &name)
+        }
+    }
+}
+
+fn serve(args: &gateway::cli::RunArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config).map_err(|err| {
+        for problem in err.problems() {
+            eprintln!("{}: {problem}", args.config.display());
+        }
+        anyhow::anyhow!("{}: configuration is not valid", args.config.display())
+    })?;
+    let listeners = gateway::listen::bind(&config).context("binding listeners")?;
+    for (name, addr) in listeners.addresses() {
+        // Tests and scripts read these lines to learn the bound ports.
+        println!("listening on {name} {addr}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portico")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let shutdown = gateway::signal::install().context("installing signal handlers")?;
+        gateway::run(listeners, config, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every Portico test on a fresh machine: installs what the tests need when it is
+# missing, then the format check, clippy, the Rust tests (which run the real binaries) and
+# the Python end-to-end suite with real clients. Stops whatever it started.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- What the tests need -------------------------------------------------------------------
+
+# Debian packages, installed only when a command is missing.
+apt_packages=()
+command -v python3 >/dev/null || apt_packages+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    step "installing Debian packages: ${apt_packages[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${apt_packages[@]}"
+fi
+
+# Python packages in a venv under target/, reinstalled when tests/requirements.txt changes.
+venv="$root/target/venv"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    step "installing Python test packages into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+    echo "$want" >"$stamp"
+fi
+
+# --- Checks and tests ----------------------------------------------------------------------
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (binaries used by the end-to-end tests)"
+cargo build --workspace --bins --locked
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "pytest (end-to-end with real clients)"
+PORTICO_BIN_DIR="$root/target/debug" "$venv/bin/python" -m pytest -q tests/e2e
