@@ -123,10 +123,11 @@ fn collect(
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            // Stored before notifying, so a caller woken by a line also sees it stored.
+            into.lock().unwrap().push(line.clone());
             if let Some(tx) = &notify {
-                let _ = tx.send(line.clone());
+                let _ = tx.send(line);
             }
-            into.lock().unwrap().push(line);
         }
     });
 }
