@@ -3,17 +3,47 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 
-/// Why a request did not get a worker's answer.
+use crate::body::ProxyBody;
+use crate::metrics::UpstreamErrorKind;
+
+/// Why a request did not get a worker's answer. Variants say which side failed: the client
+/// (bad request), the configuration (no route), or the worker.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// No project/endpoint route matches the path.
+    /// Client: no project/endpoint route matches the path.
     #[error("no endpoint at {path}")]
     NoRoute {
         /// The request path, for the message.
         path: String,
     },
+    /// Client: a request Portico will not forward.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Client: the body is larger than the endpoint's `max_body_bytes`.
+    #[error("request body is larger than the endpoint's limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Worker: no worker of the endpoint is healthy.
+    #[error("no healthy worker for endpoint {endpoint}")]
+    NoHealthyWorker {
+        /// Endpoint id.
+        endpoint: String,
+    },
+    /// Worker: it could not be reached, or failed before answering.
+    #[error("the worker could not be reached or failed before answering")]
+    WorkerUnavailable {
+        /// What failed, for metrics and logs.
+        kind: UpstreamErrorKind,
+    },
+    /// Worker: no response headers within `timeouts.first_byte_seconds`.
+    #[error("the worker did not answer in time")]
+    WorkerTimeout,
 }
 
 impl ProxyError {
@@ -21,6 +51,11 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoHealthyWorker { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::WorkerUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::WorkerTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -28,28 +63,47 @@ impl ProxyError {
     fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "not_found_error",
+            ProxyError::BadRequest { .. } | ProxyError::BodyTooLarge { .. } => {
+                "invalid_request_error"
+            }
+            ProxyError::NoHealthyWorker { .. }
+            | ProxyError::WorkerUnavailable { .. }
+            | ProxyError::WorkerTimeout => "server_error",
         }
     }
 
-    /// A stable machine-readable `code`.
-    fn code(&self) -> &'static str {
+    /// A stable machine-readable `code`, also written to the access log.
+    pub fn code(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "endpoint_not_found",
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::NoHealthyWorker { .. } => "no_healthy_worker",
+            ProxyError::WorkerUnavailable { .. } => "worker_unavailable",
+            ProxyError::WorkerTimeout => "worker_timeout",
         }
     }
 }
 
 /// The one mapping from [`ProxyError`] to status code and JSON body.
-pub fn error_response(err: &ProxyError) -> Response<Full<Bytes>> {
+pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "error": { "message": err.to_string(), "type": err.kind(), "code": err.code() }
     });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
     *response.status_mut() = err.status();
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if err.status() == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if matches!(err, ProxyError::BadRequest { .. }) {
+        // The connection's framing can no longer be trusted.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -58,16 +112,57 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
 
-    /// An unknown route is a 404 with an OpenAI-shaped JSON body.
-    #[tokio::test]
-    async fn no_route_is_openai_shaped_404() {
-        let response = error_response(&ProxyError::NoRoute { path: "/x".into() });
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    async fn json(response: Response<ProxyBody>) -> serde_json::Value {
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["error"]["type"], "not_found_error");
-        assert_eq!(json["error"]["code"], "endpoint_not_found");
-        assert_eq!(json["error"]["message"], "no endpoint at /x");
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Every error maps to its status and an OpenAI-shaped JSON body that hides internals.
+    #[tokio::test]
+    async fn errors_are_openai_shaped() {
+        let cases = [
+            (
+                ProxyError::NoRoute { path: "/x".into() },
+                404,
+                "endpoint_not_found",
+            ),
+            (ProxyError::BadRequest { reason: "r" }, 400, "bad_request"),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (
+                ProxyError::NoHealthyWorker {
+                    endpoint: "e".into(),
+                },
+                503,
+                "no_healthy_worker",
+            ),
+            (
+                ProxyError::WorkerUnavailable {
+                    kind: UpstreamErrorKind::Connect,
+                },
+                502,
+                "worker_unavailable",
+            ),
+            (ProxyError::WorkerTimeout, 504, "worker_timeout"),
+        ];
+        for (err, status, code) in cases {
+            let response = error_response(&err);
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let json = json(response).await;
+            assert_eq!(json["error"]["code"], code);
+            assert!(json["error"]["type"].is_string());
+            assert_eq!(json["error"]["message"], err.to_string());
+        }
+    }
+
+    /// 503 tells clients when to retry; 400 closes the connection.
+    #[test]
+    fn headers_per_status() {
+        let unavailable = error_response(&ProxyError::NoHealthyWorker {
+            endpoint: "e".into(),
+        });
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
+        let bad = error_response(&ProxyError::BadRequest { reason: "r" });
+        assert_eq!(bad.headers()[header::CONNECTION], "close");
     }
 }

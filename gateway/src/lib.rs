@@ -8,19 +8,46 @@
 //! - `cli`: the command line (`run`, `validate`, `token new`).
 //! - `config`: the TOML schema and the validated, typed [`config::Config`].
 //! - `listen`: binds the configured sockets.
-//! - `server`: [`run`], the accept loops and graceful drain.
+//! - `server`: [`run`]: starts the data plane and control loops, drains on shutdown.
+//! - `dataplane`: thread-per-core runtimes, accept loops, client connections.
+//! - `pipeline`: the request path, stage by stage; the stages live in `stage/`.
+//! - `framing`: catches `Content-Length` + `Transfer-Encoding` request heads.
+//! - `tls`: rustls acceptors for TLS listeners.
+//! - `routes`, `endpoint`, `worker`: the routing table, endpoints, workers and their
+//!   in-flight counters.
+//! - `upstream`: connections to workers and the per-thread pools.
+//! - `body`: streaming request and response bodies.
+//! - `headers`: hop-by-hop removal and forwarding headers.
+//! - `health`: active health probes.
+//! - `metrics`, `accesslog`: Prometheus metrics and the JSON access log.
+//! - `admin`: the admin listener.
 //! - `error`: [`error::ProxyError`] and its one mapping to a JSON response.
-//! - `signal`: SIGTERM/SIGINT handling.
-//! - `logging`: tracing set-up.
-//! - `token`: token generation and hashing.
+//! - `runtime`: executors for the current-thread runtimes.
+//! - `signal`, `logging`, `token`: signals, tracing set-up, token hashing.
 
+pub mod accesslog;
+pub mod admin;
+pub mod body;
 pub mod cli;
 pub mod config;
+pub mod dataplane;
+pub mod endpoint;
 pub mod error;
+pub mod framing;
+pub mod headers;
+pub mod health;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod signal;
+pub mod stage;
+pub mod tls;
 pub mod token;
+pub mod upstream;
+pub mod worker;
 
 pub use server::{RunError, run};

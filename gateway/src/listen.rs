@@ -61,6 +61,8 @@ pub fn bind(config: &Config) -> io::Result<Listeners> {
 pub fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    // Each data-plane thread binds a sibling socket to the same address.
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }

@@ -216,6 +216,8 @@ pub struct FileEndpoint {
     pub scaling: FileScaling,
     /// Choice of worker per request.
     pub balance: FileBalance,
+    /// Active health probes and passive outlier ejection (extension).
+    pub health: FileHealth,
     /// Asynchronous invocation; present = enabled.
     #[serde(rename = "async")]
     pub async_: Option<FileAsync>,
@@ -234,7 +236,40 @@ impl Default for FileEndpoint {
             workers: None,
             scaling: FileScaling::default(),
             balance: FileBalance::default(),
+            health: FileHealth::default(),
             async_: None,
+        }
+    }
+}
+
+/// An endpoint's `[endpoint.health]` (extension): active probes of `workers.health_path` and
+/// passive ejection of failing workers. Defaults follow HAProxy's `inter 2s fall 3 rise 2`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+pub struct FileHealth {
+    /// Time between probes of one worker. Default 2000.
+    pub interval_ms: u64,
+    /// A probe slower than this fails. Default 1000.
+    pub timeout_ms: u64,
+    /// Consecutive successful probes that bring a down worker back. Default 2.
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that take a worker down. Default 3.
+    pub unhealthy_threshold: u32,
+    /// Consecutive 5xx answers or connect failures that eject a worker. Default 5.
+    pub eject_after_failures: u32,
+    /// First ejection length; doubles on each repeat, up to 10 times. Default 10.
+    pub eject_seconds: u64,
+}
+
+impl Default for FileHealth {
+    fn default() -> FileHealth {
+        FileHealth {
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            eject_after_failures: 5,
+            eject_seconds: 10,
         }
     }
 }

@@ -291,8 +291,27 @@ pub struct Endpoint {
     pub scaling: ScalingSettings,
     /// Choice of worker per request.
     pub balance: Balance,
+    /// Health probes and outlier ejection.
+    pub health: Health,
     /// Asynchronous invocation, when enabled.
     pub async_: Option<AsyncSettings>,
+}
+
+/// An endpoint's health probes and passive outlier ejection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// Time between probes of one worker.
+    pub interval: Duration,
+    /// A probe slower than this fails.
+    pub timeout: Duration,
+    /// Consecutive successful probes that bring a down worker back.
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that take a worker down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive 5xx answers or connect failures that eject a worker.
+    pub eject_after_failures: u32,
+    /// First ejection length (doubling on repeats).
+    pub eject: Duration,
 }
 
 /// An endpoint's worker timeouts.

@@ -13,14 +13,15 @@ use ipfilter::{Cidr, PortRange, Source};
 use scaler::{Metric, ScalingSettings};
 
 use super::file::{
-    FileAsync, FileConfig, FileEndpoint, FileInboundRule, FileListener, FileObjectStore,
-    FileProject, FileScaling, FileSecurityGroup, FileServer, FileTimeouts, FileWorkers,
+    FileAsync, FileConfig, FileEndpoint, FileHealth, FileInboundRule, FileListener,
+    FileObjectStore, FileProject, FileScaling, FileSecurityGroup, FileServer, FileTimeouts,
+    FileWorkers,
 };
 use super::parse::Origin;
 use super::{
-    AsyncSettings, Balance, BalanceStrategy, Config, Endpoint, InboundRule, Listener, ObjectStore,
-    Problem, Project, QueueBackend, SecurityGroup, Server, Timeouts, Tls, Token, WorkerKind,
-    WorkerProtocol, Workers,
+    AsyncSettings, Balance, BalanceStrategy, Config, Endpoint, Health, InboundRule, Listener,
+    ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Timeouts, Tls, Token,
+    WorkerKind, WorkerProtocol, Workers,
 };
 
 /// Ids appear in URL paths, logs and metric labels: `[A-Za-z0-9._-]+`, not only dots.
@@ -555,6 +556,7 @@ impl Check<'_> {
         let workers = self.workers(&format!("{prefix}.workers"), e.workers.as_ref());
         let scaling = self.scaling(&format!("{prefix}.scaling"), &e.scaling);
         let balance = self.balance(&format!("{prefix}.balance.strategy"), &e.balance.strategy);
+        let health = self.health(&format!("{prefix}.health"), &e.health);
         let async_ = match &e.async_ {
             None => Some(None),
             Some(a) => self.async_settings(&format!("{prefix}.async"), a).map(Some),
@@ -573,6 +575,7 @@ impl Check<'_> {
             workers: workers?,
             scaling: scaling?,
             balance: balance?,
+            health: health?,
             async_: async_?,
         })
     }
@@ -627,6 +630,35 @@ impl Check<'_> {
             connect: connect?,
             first_byte: first_byte?,
             idle: idle?,
+        })
+    }
+
+    fn health(&mut self, path: &str, h: &FileHealth) -> Option<Health> {
+        let mut ok = true;
+        for (key, value) in [
+            ("interval_ms", h.interval_ms),
+            ("timeout_ms", h.timeout_ms),
+            ("healthy_threshold", u64::from(h.healthy_threshold)),
+            ("unhealthy_threshold", u64::from(h.unhealthy_threshold)),
+            ("eject_after_failures", u64::from(h.eject_after_failures)),
+            ("eject_seconds", h.eject_seconds),
+        ] {
+            if value == 0 {
+                self.bad(format!("{path}.{key}"), "must be >= 1");
+                ok = false;
+            }
+        }
+        if h.timeout_ms > h.interval_ms {
+            self.bad(format!("{path}.timeout_ms"), "must be <= interval_ms");
+            ok = false;
+        }
+        ok.then(|| Health {
+            interval: Duration::from_millis(h.interval_ms),
+            timeout: Duration::from_millis(h.timeout_ms),
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            eject_after_failures: h.eject_after_failures,
+            eject: Duration::from_secs(h.eject_seconds),
         })
     }
 

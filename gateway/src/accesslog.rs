@@ -1,0 +1,162 @@
+//! The JSON access log: one line per request, to stdout or `server.access_log`.
+//!
+//! Lines are formatted on the data-plane thread into a thread-local buffer and handed in
+//! batches (every 100 ms, or at 64 KiB) to one writer thread, so a request costs no syscall
+//! and wakes no other thread.
+
+use std::cell::RefCell;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// How often data-plane threads hand their buffered lines over.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A buffer this large is handed over at once.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+static WRITER: OnceLock<Sender<Vec<u8>>> = OnceLock::new();
+
+thread_local! {
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One access-log line. Never holds a token: the caller is named by its token's name.
+#[derive(Debug, Serialize)]
+pub struct Line<'a> {
+    /// RFC 3339 UTC time the request arrived.
+    pub time: String,
+    /// The request id (also in `x-request-id`).
+    pub request_id: &'a str,
+    /// The client address as Portico determined it.
+    pub client_ip: String,
+    /// The listener that accepted the connection.
+    pub listener: &'a str,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path (without the query string, which may carry secrets).
+    pub path: &'a str,
+    /// HTTP version of the client connection.
+    pub protocol: &'static str,
+    /// Project id, when routed.
+    pub project: Option<&'a str>,
+    /// Endpoint id, when routed.
+    pub endpoint: Option<&'a str>,
+    /// Worker `host:port`, when one was picked.
+    pub worker: Option<&'a str>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// From request to the end of the response, in milliseconds.
+    pub duration_ms: f64,
+    /// From forwarding to the worker's response headers, in milliseconds.
+    pub first_byte_ms: Option<f64>,
+    /// Whether the response body was sent whole (false: client left or worker failed).
+    pub completed: bool,
+    /// The error code when Portico answered instead of a worker.
+    pub error: Option<&'a str>,
+}
+
+/// Starts the writer thread, writing to `path` (appending) or stdout. Idempotent: later
+/// calls keep the first writer.
+pub fn start(path: Option<&Path>) -> io::Result<()> {
+    if WRITER.get().is_some() {
+        return Ok(());
+    }
+    let out: Box<dyn Write + Send> = match path {
+        Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+        None => Box::new(io::stdout()),
+    };
+    let (tx, rx) = channel();
+    if WRITER.set(tx).is_ok() {
+        std::thread::Builder::new()
+            .name("portico-accesslog".into())
+            .spawn(move || write_loop(rx, out))?;
+    }
+    Ok(())
+}
+
+fn write_loop(rx: Receiver<Vec<u8>>, mut out: Box<dyn Write + Send>) {
+    for batch in rx {
+        if let Err(err) = out.write_all(&batch).and_then(|()| out.flush()) {
+            tracing::warn!(error = %err, "access log write failed");
+        }
+    }
+}
+
+/// Appends one line to this thread's buffer.
+pub fn log(line: &Line<'_>) {
+    if WRITER.get().is_none() {
+        return;
+    }
+    let full = BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if serde_json::to_writer(&mut *buffer, line).is_ok() {
+            buffer.push(b'\n');
+        }
+        buffer.len() >= FLUSH_BYTES
+    });
+    if full {
+        flush();
+    }
+}
+
+/// Hands this thread's buffered lines to the writer.
+pub fn flush() {
+    let Some(writer) = WRITER.get() else { return };
+    let batch = BUFFER.with(|buffer| std::mem::take(&mut *buffer.borrow_mut()));
+    if !batch.is_empty() {
+        let _ = writer.send(batch);
+    }
+}
+
+/// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T08:27:16.123Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Times format as RFC 3339 UTC with milliseconds, across leap years.
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_422_436_123);
+        assert_eq!(rfc3339(t), "2026-11-23T08:27:16.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

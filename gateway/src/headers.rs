@@ -1,0 +1,188 @@
+//! Header rewriting between client and worker: hop-by-hop headers removed (RFC 9110 §7.6.1),
+//! `X-Forwarded-*` and `Forwarded` appended. (`Host` is set per attempt by the forward stage.)
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Forwarded` (RFC 7239).
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names, and
+/// `Upgrade` unless the request is a protocol upgrade that is being relayed.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// What the request path knows about the client, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The client address as Portico determined it.
+    pub ip: IpAddr,
+    /// `https` on TLS listeners, else `http`.
+    pub scheme: &'static str,
+    /// The host the client asked for (`Host` or `:authority`), if any.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Appends `X-Forwarded-For`, sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends a
+/// `Forwarded` element (RFC 7239).
+pub fn append_forwarding(headers: &mut HeaderMap, client: ClientInfo<'_>) {
+    let ip = client.ip.to_string();
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) => {
+            let appended = format!("{previous}, {ip}");
+            if let Ok(value) = HeaderValue::from_str(&appended) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+        None => {
+            if let Ok(value) = HeaderValue::from_str(&ip) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+
+    let mut forwarded = String::with_capacity(64);
+    forwarded.push_str("for=");
+    match client.ip {
+        IpAddr::V4(v4) => forwarded.push_str(&v4.to_string()),
+        IpAddr::V6(v6) => {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&v6.to_string());
+            forwarded.push_str("]\"");
+        }
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(client.scheme);
+    if let Some(value) = client.host {
+        headers.insert(X_FORWARDED_HOST, value.clone());
+    }
+    if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
+        // Quoted-string rules: no quotes or backslashes inside.
+        if host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            forwarded.push_str(";host=\"");
+            forwarded.push_str(host);
+            forwarded.push('"');
+        }
+    }
+    if let Some(previous) = headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+        forwarded = format!("{previous}, {forwarded}");
+    }
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(FORWARDED, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    /// Hop-by-hop headers and the headers `Connection` names are removed; others stay.
+    #[test]
+    fn strips_hop_by_hop() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+        ]);
+        remove_hop_by_hop(&mut headers, false);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-type"]);
+    }
+
+    /// An upgrade being relayed keeps `Upgrade`.
+    #[test]
+    fn keeps_upgrade_when_relaying() {
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        remove_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+        assert!(!headers.contains_key("connection"));
+    }
+
+    /// Forwarding headers are appended to what the client sent.
+    #[test]
+    fn appends_forwarding_headers() {
+        let host = HeaderValue::from_static("api.example.com");
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9"),
+            ("host", "api.example.com"),
+        ]);
+        let client = ClientInfo {
+            ip: "::1".parse().unwrap(),
+            scheme: "https",
+            host: Some(&host),
+        };
+        append_forwarding(&mut headers, client);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, ::1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "api.example.com");
+        assert_eq!(
+            headers["forwarded"],
+            "for=203.0.113.9, for=\"[::1]\";proto=https;host=\"api.example.com\""
+        );
+    }
+}

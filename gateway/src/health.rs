@@ -1,0 +1,91 @@
+//! Active health probes: each worker's `health_path` every `health.interval_ms`; a 2xx or
+//! 3xx within `timeout_ms` is a success. `unhealthy_threshold` failures in a row take a
+//! worker out of balancing, `healthy_threshold` successes bring it back (HAProxy's
+//! `fall`/`rise`). Passive ejection lives with the worker counters ([`crate::worker`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::config::Health;
+use crate::routes::Routes;
+use crate::upstream::connect;
+use crate::worker::Worker;
+
+/// Starts one probe loop per worker on the current (control) runtime; they end when `stop`
+/// turns true.
+pub fn spawn_probers(routes: &Routes, stop: &watch::Receiver<bool>) {
+    for endpoint in routes.endpoints() {
+        for worker in endpoint.workers() {
+            tokio::spawn(probe_loop(
+                Arc::clone(worker),
+                endpoint.config.workers.health_path.clone(),
+                endpoint.config.health.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+async fn probe_loop(
+    worker: Arc<Worker>,
+    path: String,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(health.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (mut successes, mut failures) = (0u32, 0u32);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = ticks.tick() => {}
+        }
+        if probe(&worker, &path, health.timeout).await {
+            successes += 1;
+            failures = 0;
+            if !worker.probed_up() && successes >= health.healthy_threshold {
+                worker.set_probed_up(true);
+                tracing::info!(
+                    worker = worker.label(),
+                    "worker passed its health checks: up"
+                );
+            }
+        } else {
+            failures += 1;
+            successes = 0;
+            if worker.probed_up() && failures >= health.unhealthy_threshold {
+                worker.set_probed_up(false);
+                tracing::warn!(
+                    worker = worker.label(),
+                    "worker failed its health checks: down"
+                );
+            }
+        }
+    }
+}
+
+/// One probe over a fresh connection.
+pub async fn probe(worker: &Worker, path: &str, timeout: Duration) -> bool {
+    let attempt = async {
+        let stream = connect(worker, timeout).await.ok()?;
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(header::HOST, worker.authority().as_str())
+            .header(header::USER_AGENT, "portico-health")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        Some(response.status().is_success() || response.status().is_redirection())
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}

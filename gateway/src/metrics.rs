@@ -1,0 +1,201 @@
+//! Prometheus metrics: the recorder, the histogram buckets, and per-endpoint handles
+//! resolved once so the request path does no label lookups.
+//!
+//! Gauges that mirror atomics (in-flight per worker, workers per state) are set at scrape
+//! time by [`refresh_gauges`] instead of on every request.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::routes::Routes;
+use crate::worker::WorkerState;
+
+/// Latency buckets in seconds: from sub-millisecond proxy answers to minutes-long generations.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Installs the global recorder (once per process) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS);
+            // Only a bucket list that is empty fails, and the list above is a constant.
+            let builder = builder.unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "portico_requests_total",
+        "Requests answered, by status code."
+    );
+    metrics::describe_histogram!(
+        "portico_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from request to the last byte of the response."
+    );
+    metrics::describe_histogram!(
+        "portico_upstream_first_byte_seconds",
+        metrics::Unit::Seconds,
+        "Time from sending a request to a worker to its response headers."
+    );
+    metrics::describe_gauge!(
+        "portico_inflight_requests",
+        "Requests (and WebSockets) in flight, per worker."
+    );
+    metrics::describe_gauge!("portico_workers", "Workers per health state.");
+    metrics::describe_counter!(
+        "portico_upstream_errors_total",
+        "Failures talking to workers, by kind."
+    );
+}
+
+/// Why talking to a worker failed, as counted in `portico_upstream_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The connection could not be made (refused, unreachable, reset during handshake).
+    Connect,
+    /// Connecting took longer than `timeouts.connect_ms`.
+    ConnectTimeout,
+    /// No response headers within `timeouts.first_byte_seconds`.
+    FirstByteTimeout,
+    /// The response body stalled for `timeouts.idle_seconds`.
+    IdleTimeout,
+    /// The worker closed or reset the connection mid-exchange.
+    Reset,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::ConnectTimeout,
+        UpstreamErrorKind::FirstByteTimeout,
+        UpstreamErrorKind::IdleTimeout,
+        UpstreamErrorKind::Reset,
+    ];
+
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
+            UpstreamErrorKind::FirstByteTimeout => "first_byte_timeout",
+            UpstreamErrorKind::IdleTimeout => "idle_timeout",
+            UpstreamErrorKind::Reset => "reset",
+        }
+    }
+}
+
+/// Metric handles of one endpoint.
+pub struct EndpointMetrics {
+    project: String,
+    endpoint: String,
+    /// `portico_requests_total` per status code 100..=599, created on first use.
+    requests: Box<[OnceLock<Counter>]>,
+    duration: Histogram,
+    first_byte: Histogram,
+    upstream_errors: [Counter; UpstreamErrorKind::ALL.len()],
+}
+
+impl std::fmt::Debug for EndpointMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointMetrics")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndpointMetrics {
+    /// Resolves the handles for `endpoint` of `project`.
+    pub fn new(project: &str, endpoint: &str) -> EndpointMetrics {
+        let labels = [
+            ("project", project.to_string()),
+            ("endpoint", endpoint.to_string()),
+        ];
+        EndpointMetrics {
+            project: project.to_string(),
+            endpoint: endpoint.to_string(),
+            requests: (100..600).map(|_| OnceLock::new()).collect(),
+            duration: metrics::histogram!("portico_request_duration_seconds", &labels),
+            first_byte: metrics::histogram!(
+                "portico_upstream_first_byte_seconds",
+                "endpoint" => endpoint.to_string()
+            ),
+            upstream_errors: UpstreamErrorKind::ALL.map(|kind| {
+                metrics::counter!(
+                    "portico_upstream_errors_total",
+                    "endpoint" => endpoint.to_string(),
+                    "kind" => kind.as_str()
+                )
+            }),
+        }
+    }
+
+    /// Counts one answered request with its status code.
+    pub fn request(&self, status: u16, duration_seconds: f64) {
+        if let Some(slot) = self.requests.get(usize::from(status).wrapping_sub(100)) {
+            slot.get_or_init(|| {
+                metrics::counter!(
+                    "portico_requests_total",
+                    "project" => self.project.clone(),
+                    "endpoint" => self.endpoint.clone(),
+                    "code" => status.to_string()
+                )
+            })
+            .increment(1);
+        }
+        self.duration.record(duration_seconds);
+    }
+
+    /// Records the time to a worker's response headers.
+    pub fn first_byte(&self, seconds: f64) {
+        self.first_byte.record(seconds);
+    }
+
+    /// Counts one failure talking to a worker.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        // `ALL` lists every variant in declaration order.
+        self.upstream_errors[kind as usize].increment(1);
+    }
+}
+
+/// Sets the gauges that mirror atomics, just before a scrape.
+pub fn refresh_gauges(routes: &Routes) {
+    for endpoint in routes.endpoints() {
+        let mut states = [0u32; 3];
+        for worker in endpoint.workers() {
+            metrics::gauge!(
+                "portico_inflight_requests",
+                "endpoint" => endpoint.id().to_string(),
+                "worker" => worker.label().to_string()
+            )
+            .set(worker.inflight() as f64);
+            states[worker.state() as usize] += 1;
+        }
+        for state in [
+            WorkerState::Healthy,
+            WorkerState::Unhealthy,
+            WorkerState::Ejected,
+        ] {
+            metrics::gauge!(
+                "portico_workers",
+                "endpoint" => endpoint.id().to_string(),
+                "state" => state.as_str()
+            )
+            .set(f64::from(states[state as usize]));
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The request pipeline: every stage in order, composed in one function, with the reason
+//! for each ordering rule (DESIGN.md §1).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, RequestBody, RequestStats};
+use crate::error::{ProxyError, error_response};
+use crate::headers::{ClientInfo, X_REQUEST_ID};
+use crate::routes::Routes;
+use crate::stage::forward::{self, Failure};
+use crate::stage::telemetry::Record;
+use crate::stage::{balance, route};
+
+/// State every data-plane thread reads: the routing table, swapped whole on reload.
+#[derive(Debug)]
+pub struct Shared {
+    /// The routing table in force.
+    pub routes: ArcSwap<Routes>,
+}
+
+/// What the pipeline knows about the client connection a request arrived on.
+#[derive(Debug)]
+pub struct Connection {
+    /// Index of the listener (config order).
+    pub listener: usize,
+    /// Name of the listener.
+    pub listener_name: Rc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `https` on TLS listeners, else `http`.
+    pub scheme: &'static str,
+    /// Set by the framing guard when a request head carried both `Content-Length` and
+    /// `Transfer-Encoding`.
+    pub framing_conflict: Arc<AtomicBool>,
+}
+
+/// Answers one request.
+pub async fn handle(
+    shared: &Shared,
+    conn: &Connection,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    // Gateway health answers carry no telemetry: load balancers probe them every second.
+    match request.uri().path() {
+        "/healthz" => return health(r#"{"status":"ok"}"#),
+        "/readyz" => return health(r#"{"status":"ready"}"#),
+        _ => {}
+    }
+    let (request_id, id_value) = request_id(request.headers());
+    let mut record = Record {
+        start: Instant::now(),
+        time: SystemTime::now(),
+        request_id,
+        client_ip: ipfilter::normalize(conn.peer.ip()),
+        listener: Rc::clone(&conn.listener_name),
+        method: request.method().clone(),
+        path: request.uri().path().to_string(),
+        version: request.version(),
+        endpoint: None,
+        worker: None,
+        status: 0,
+        stats: Rc::new(RequestStats::default()),
+        first_byte: None,
+        error: None,
+    };
+    let mut response = match proxy(shared, conn, &mut record, request, &id_value).await {
+        Ok(response) => response,
+        Err(err) => {
+            record.error = Some(err.code());
+            error_response(&err)
+        }
+    };
+    record.status = response.status().as_u16();
+    response.headers_mut().insert(X_REQUEST_ID, id_value);
+    response.map(|body| body.with_record(record))
+}
+
+async fn proxy(
+    shared: &Shared,
+    conn: &Connection,
+    record: &mut Record,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // Framing before anything else: a request whose length is ambiguous is never routed
+    // (request smuggling).
+    if conn.framing_conflict.load(Ordering::Relaxed)
+        && request.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return Err(ProxyError::BadRequest {
+            reason: "both Content-Length and Transfer-Encoding are present",
+        });
+    }
+
+    // 1. route: every later stage belongs to an endpoint.
+    let routes = shared.routes.load();
+    let (endpoint, rest) = route::resolve(&routes, conn.listener, request.uri().path())?;
+    let rest = rest.to_string();
+    record.endpoint = Some(Arc::clone(&endpoint));
+
+    // 2. ipfilter (security groups) goes here, before auth, so that a denied source learns
+    //    nothing about tokens. 3. auth (project tokens) follows it. 4. async routes come
+    //    before admit: an accepted job is queued even when no worker runs. 5. admit holds
+    //    requests while an endpoint wakes, before balance needs a ready worker.
+
+    // The declared length is checked before any worker is touched; a chunked body is
+    // counted as it streams.
+    let limit = endpoint.config.max_body_bytes;
+    if declared_length(request.headers()).is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let host = request.headers().get(header::HOST).cloned().or_else(|| {
+        let authority = request.uri().authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    let client = ClientInfo {
+        ip: record.client_ip,
+        scheme: conn.scheme,
+        host: host.as_ref(),
+    };
+    let request = request.map(|body| RequestBody::new(body, Rc::clone(&record.stats), limit));
+    let mut request = forward::prepare(request, &rest, client);
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+
+    // 6. balance and 7. forward, with one retry on another worker when nothing reached the
+    //    first (connect failed); never after the worker may have seen the request.
+    let mut exclude = None;
+    loop {
+        let worker = balance::pick(&endpoint, exclude)?;
+        record.worker = Some(Arc::clone(&worker));
+        match forward::send(&endpoint, &worker, request, record).await {
+            Ok(response) => return Ok(response),
+            Err(Failure::NotSent { request: again, .. }) if exclude.is_none() => {
+                exclude = Some(worker.id());
+                request = *again;
+            }
+            Err(Failure::NotSent { error, .. } | Failure::Failed(error)) => return Err(error),
+        }
+    }
+}
+
+/// The client's `x-request-id` when it is sane, else a new UUID v7.
+fn request_id(headers: &HeaderMap) -> (String, HeaderValue) {
+    if let Some(value) = headers.get(&X_REQUEST_ID)
+        && let Ok(text) = value.to_str()
+        && !text.is_empty()
+        && text.len() <= 128
+    {
+        return (text.to_string(), value.clone());
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    // A UUID's text form is always a valid header value.
+    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
+    (id, value)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn health(body: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,205 @@
+//! Forward: the exchange with one worker. The request is streamed to the worker over a
+//! pooled HTTP/1.1 connection (or the thread's h2c connection) and the response streamed
+//! back; timeouts, passive health and connection reuse are decided here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::config::WorkerProtocol;
+use crate::endpoint::Endpoint;
+use crate::error::ProxyError;
+use crate::headers::{self, ClientInfo};
+use crate::metrics::UpstreamErrorKind;
+use crate::stage::telemetry::Record;
+use crate::upstream::pool::{self, Pooled};
+use crate::worker::Worker;
+
+/// Why a forward attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing reached the worker (connect failed): the request may go to another worker.
+    NotSent {
+        /// The untouched request.
+        request: Box<Request<RequestBody>>,
+        /// The error, if no retry is possible.
+        error: ProxyError,
+    },
+    /// The worker may have seen the request; it must not be sent again.
+    Failed(ProxyError),
+}
+
+/// Makes the request worker-shaped once, before any attempt: origin-form URI `/{rest}?q`,
+/// HTTP/1.1, hop-by-hop headers removed, forwarding headers appended.
+pub fn prepare(
+    mut request: Request<RequestBody>,
+    rest: &str,
+    client: ClientInfo<'_>,
+) -> Request<RequestBody> {
+    let path_and_query = match request.uri().query() {
+        Some(query) => PathAndQuery::try_from(format!("{rest}?{query}")),
+        None => PathAndQuery::try_from(rest),
+    };
+    let mut parts = http::uri::Parts::default();
+    // `rest` and the query come from an already valid URI.
+    parts.path_and_query = path_and_query.ok();
+    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    headers::remove_hop_by_hop(headers, false);
+    // Host is set per attempt, for the worker picked.
+    headers::append_forwarding(headers, client);
+    request
+}
+
+/// Sends `request` to `worker` and returns its response with a streaming body.
+pub async fn send(
+    endpoint: &Arc<Endpoint>,
+    worker: &Arc<Worker>,
+    mut request: Request<RequestBody>,
+    record: &mut Record,
+) -> Result<Response<ProxyBody>, Failure> {
+    if let Ok(host) = HeaderValue::from_str(worker.authority().as_str()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    let guard = worker.guard();
+    let timeouts = &endpoint.config.timeouts;
+    let sent_at = Instant::now();
+    let (response, pooled) = match endpoint.config.workers.protocol {
+        WorkerProtocol::Http1 => {
+            let mut conn = match pool::checkout_http1(worker, timeouts.connect).await {
+                Ok(conn) => conn,
+                Err(kind) => return Err(not_sent(endpoint, worker, request, kind)),
+            };
+            let exchange = conn.sender().try_send_request(request);
+            match tokio::time::timeout(timeouts.first_byte, exchange).await {
+                Ok(Ok(response)) => (response, Some(conn)),
+                Ok(Err(mut err)) => match err.take_message() {
+                    // The pooled connection closed before the request was written.
+                    Some(request) => {
+                        return Err(not_sent(
+                            endpoint,
+                            worker,
+                            request,
+                            UpstreamErrorKind::Reset,
+                        ));
+                    }
+                    None => return Err(Failure::Failed(failed(endpoint, worker, record))),
+                },
+                Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
+            }
+        }
+        WorkerProtocol::H2c => {
+            let mut sender = match pool::checkout_http2(worker, timeouts.connect).await {
+                Ok(sender) => sender,
+                Err(kind) => return Err(not_sent(endpoint, worker, request, kind)),
+            };
+            *request.uri_mut() = absolute(request.uri(), worker);
+            *request.version_mut() = Version::HTTP_2;
+            request.headers_mut().remove(header::HOST);
+            match tokio::time::timeout(timeouts.first_byte, sender.try_send_request(request)).await
+            {
+                Ok(Ok(response)) => (response, None),
+                Ok(Err(mut err)) => match err.take_message() {
+                    Some(request) => {
+                        return Err(not_sent(
+                            endpoint,
+                            worker,
+                            request,
+                            UpstreamErrorKind::Reset,
+                        ));
+                    }
+                    None => return Err(Failure::Failed(failed(endpoint, worker, record))),
+                },
+                Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
+            }
+        }
+    };
+    let first_byte = sent_at.elapsed();
+    record.first_byte = Some(first_byte);
+    endpoint.metrics.first_byte(first_byte.as_secs_f64());
+    if response.status().is_server_error() {
+        passive_failure(endpoint, worker);
+    } else {
+        worker.record_success();
+    }
+    Ok(relay(response, endpoint, pooled, guard))
+}
+
+/// The worker's response, with connection-specific headers removed and its body wrapped.
+fn relay(
+    response: Response<Incoming>,
+    endpoint: &Arc<Endpoint>,
+    pooled: Option<Pooled>,
+    guard: crate::worker::InflightGuard,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers, false);
+    let body = UpstreamBody::new(body, Arc::clone(endpoint), pooled, guard);
+    Response::from_parts(parts, ProxyBody::upstream(body))
+}
+
+fn not_sent(
+    endpoint: &Endpoint,
+    worker: &Worker,
+    request: Request<RequestBody>,
+    kind: UpstreamErrorKind,
+) -> Failure {
+    endpoint.metrics.upstream_error(kind);
+    if kind != UpstreamErrorKind::Reset {
+        passive_failure(endpoint, worker);
+    }
+    Failure::NotSent {
+        request: Box::new(request),
+        error: ProxyError::WorkerUnavailable { kind },
+    }
+}
+
+/// The exchange failed after the request may have reached the worker.
+fn failed(endpoint: &Endpoint, worker: &Worker, record: &Record) -> ProxyError {
+    if record.stats.too_large.get() {
+        return ProxyError::BodyTooLarge {
+            limit: endpoint.config.max_body_bytes,
+        };
+    }
+    endpoint.metrics.upstream_error(UpstreamErrorKind::Reset);
+    passive_failure(endpoint, worker);
+    ProxyError::WorkerUnavailable {
+        kind: UpstreamErrorKind::Reset,
+    }
+}
+
+fn timed_out(endpoint: &Endpoint) -> ProxyError {
+    endpoint
+        .metrics
+        .upstream_error(UpstreamErrorKind::FirstByteTimeout);
+    ProxyError::WorkerTimeout
+}
+
+fn passive_failure(endpoint: &Endpoint, worker: &Worker) {
+    let others = endpoint
+        .workers()
+        .iter()
+        .any(|w| w.id() != worker.id() && w.available());
+    if worker.record_failure(&endpoint.config.health, others) {
+        tracing::warn!(
+            endpoint = endpoint.id(),
+            worker = worker.label(),
+            "worker ejected after consecutive failures"
+        );
+    }
+}
+
+/// `http://worker/path?query`: HTTP/2 requests carry scheme and authority.
+fn absolute(uri: &Uri, worker: &Worker) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(worker.authority().clone());
+    parts.path_and_query = uri.path_and_query().cloned();
+    Uri::from_parts(parts).unwrap_or_default()
+}

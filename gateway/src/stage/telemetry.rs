@@ -1,0 +1,94 @@
+//! Telemetry: what a request did, recorded when its response ends (or is abandoned):
+//! `portico_requests_total`, `portico_request_duration_seconds`, and one access-log line.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::Version;
+
+use crate::accesslog::{self, Line};
+use crate::body::RequestStats;
+use crate::endpoint::Endpoint;
+use crate::worker::Worker;
+
+/// The record of one request, carried through the pipeline and finished by the response
+/// body.
+#[derive(Debug)]
+pub struct Record {
+    /// When the request arrived.
+    pub start: Instant,
+    /// Wall-clock arrival time, for the log.
+    pub time: SystemTime,
+    /// `x-request-id`.
+    pub request_id: String,
+    /// Client address.
+    pub client_ip: IpAddr,
+    /// Name of the listener.
+    pub listener: Rc<str>,
+    /// HTTP method.
+    pub method: http::Method,
+    /// Path without query.
+    pub path: String,
+    /// Client's HTTP version.
+    pub version: Version,
+    /// The endpoint, once routed.
+    pub endpoint: Option<Arc<Endpoint>>,
+    /// The worker, once picked.
+    pub worker: Option<Arc<Worker>>,
+    /// Status sent.
+    pub status: u16,
+    /// Request body accounting.
+    pub stats: Rc<RequestStats>,
+    /// Time to the worker's response headers.
+    pub first_byte: Option<Duration>,
+    /// Error code when Portico answered itself.
+    pub error: Option<&'static str>,
+}
+
+impl Record {
+    /// Records metrics and writes the access-log line.
+    pub fn finish(self, bytes_out: u64, completed: bool) {
+        let duration = self.start.elapsed();
+        if let Some(endpoint) = &self.endpoint {
+            endpoint
+                .metrics
+                .request(self.status, duration.as_secs_f64());
+        }
+        accesslog::log(&Line {
+            time: accesslog::rfc3339(self.time),
+            request_id: &self.request_id,
+            client_ip: self.client_ip.to_string(),
+            listener: &self.listener,
+            method: self.method.as_str(),
+            path: &self.path,
+            protocol: version_str(self.version),
+            project: self.endpoint.as_deref().map(Endpoint::project),
+            endpoint: self.endpoint.as_deref().map(Endpoint::id),
+            worker: self.worker.as_deref().map(Worker::label),
+            status: self.status,
+            bytes_in: self.stats.bytes_in.get(),
+            bytes_out,
+            duration_ms: millis(duration),
+            first_byte_ms: self.first_byte.map(millis),
+            completed,
+            error: self.error,
+        });
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    // Microsecond precision is plenty and keeps lines short.
+    (d.as_micros() as f64) / 1000.0
+}
+
+fn version_str(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
