@@ -1042,8 +1042,12 @@ fn rejects_bad_workers() {
             &[&format!("{w}.urls[0]")],
         ),
         (
-            workers("kind = \"static\"\nurls = [\"https://a/\", \"http://[::1]:9\"]"),
+            workers("kind = \"static\"\nurls = [\"http://a/\", \"http://[::1]:9\"]"),
             &[],
+        ),
+        (
+            workers("kind = \"static\"\nurls = [\"https://a/\"]"),
+            &[&format!("{w}.urls[0]")],
         ),
         (
             workers(&format!("{STATIC}\nhealth_path = \"health\"")),
@@ -1254,4 +1258,41 @@ fn file_config_converts_with_try_from() {
     let err = Config::try_from(file).unwrap_err();
     assert_eq!(err.problems().len(), 1);
     assert!(err.problems()[0].starts_with("endpoint[e1].project: "));
+}
+
+/// `[endpoint.health]` gets its defaults, and out-of-range values are named by key path.
+#[test]
+fn health_settings_are_checked() {
+    let config = load(&config("", "", STATIC, "")).unwrap();
+    let health = &config.endpoints[0].health;
+    assert_eq!(health.interval, Duration::from_millis(2000));
+    assert_eq!(health.timeout, Duration::from_millis(1000));
+    assert_eq!(
+        (health.healthy_threshold, health.unhealthy_threshold),
+        (2, 3)
+    );
+    assert_eq!(health.eject_after_failures, 5);
+    assert_eq!(health.eject, Duration::from_secs(10));
+    let h = "endpoint[e1].health";
+    assert_cases(&[
+        (
+            tables("[endpoint.health]\ninterval_ms = 0\neject_seconds = 0"),
+            &[&format!("{h}.interval_ms"), &format!("{h}.eject_seconds")],
+        ),
+        (
+            tables("[endpoint.health]\ninterval_ms = 500\ntimeout_ms = 900"),
+            &[&format!("{h}.timeout_ms")],
+        ),
+        (
+            tables("[endpoint.health]\nhealthy_threshold = 0\nunhealthy_threshold = 0"),
+            &[
+                &format!("{h}.healthy_threshold"),
+                &format!("{h}.unhealthy_threshold"),
+            ],
+        ),
+        (
+            tables("[endpoint.health]\neject_after_failures = 0\nprobe = true"),
+            &[&format!("{h}.eject_after_failures"), &format!("{h}.probe")],
+        ),
+    ]);
 }

@@ -648,7 +648,7 @@ impl Check<'_> {
                 ok = false;
             }
         }
-        if h.timeout_ms > h.interval_ms {
+        if h.interval_ms > 0 && h.timeout_ms > h.interval_ms {
             self.bad(format!("{path}.timeout_ms"), "must be <= interval_ms");
             ok = false;
         }
@@ -807,10 +807,12 @@ impl Check<'_> {
         ok.then_some(WorkerKind::Static { urls })
     }
 
-    /// A static worker's base URL: http(s), a host, no credentials, path or query.
+    /// A static worker's base URL: http, a host, no credentials, path or query.
     fn worker_url(&mut self, path: &str, text: &str) -> Option<Uri> {
         let uri = self.http_url(path, text)?;
-        let message = if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        let message = if uri.scheme_str() == Some("https") {
+            Some("uses https, which is not supported for workers yet: workers are reached over http:// or h2c")
+        } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             Some("must not contain credentials")
         } else if uri.path() != "/" && !uri.path().is_empty() {
             Some("must not have a path: the request path is appended to the worker's root")
