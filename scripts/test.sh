@@ -15,12 +15,14 @@ step() { printf '\n==> %s\n' "$*"; }
 apt_packages=()
 command -v python3 >/dev/null || apt_packages+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+command -v promtool >/dev/null || apt_packages+=(prometheus)   # promtool checks /metrics
 if [ ${#apt_packages[@]} -gt 0 ]; then
     step "installing Debian packages: ${apt_packages[*]}"
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${apt_packages[@]}"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+        "${apt_packages[@]}"
 fi
 
 # Python packages in a venv under target/, reinstalled when tests/requirements.txt changes.

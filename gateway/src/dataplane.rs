@@ -13,7 +13,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -235,13 +235,15 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Connections hold a watcher, not the shutdown handle: once the accept loops end,
+        // the thread owns the handle alone and can drain.
         tokio::task::spawn_local(serve_connection(
             stream,
             peer,
             Rc::clone(&listener),
             Rc::clone(&shared),
             Rc::clone(&builder),
-            Rc::clone(&graceful),
+            graceful.watcher(),
         ));
     }
 }
@@ -252,7 +254,7 @@ async fn serve_connection(
     listener: Rc<ListenerInfo>,
     shared: Rc<ThreadShared>,
     builder: Rc<auto::Builder<LocalExec>>,
-    graceful: Rc<GracefulShutdown>,
+    watcher: Watcher,
 ) {
     let framing_conflict = Arc::new(AtomicBool::new(false));
     let stream = FramingGuard::new(stream, Arc::clone(&framing_conflict));
@@ -268,10 +270,10 @@ async fn serve_connection(
         framing_conflict,
     };
     match &listener.tls {
-        None => serve_http(stream, conn, shared, &builder, &graceful).await,
+        None => serve_http(stream, conn, shared, &builder, watcher).await,
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_http(tls, conn, shared, &builder, &graceful).await,
+                Ok(Ok(tls)) => serve_http(tls, conn, shared, &builder, watcher).await,
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -284,7 +286,7 @@ async fn serve_http<S>(
     conn: Connection,
     shared: Rc<ThreadShared>,
     builder: &auto::Builder<LocalExec>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -295,7 +297,7 @@ async fn serve_http<S>(
         async move { Ok::<_, Infallible>(pipeline::handle(&shared.shared, &conn, request).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(err) = graceful.watch(connection).await {
+    if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(error = %err, "client connection ended with an error");
     }
 }

@@ -90,3 +90,51 @@ def fakeworker():
     yield start
     for proc in started:
         proc.stop()
+
+
+# --- portico ---------------------------------------------------------------------------------
+
+PORTICO_CONFIG = """
+[server]
+admin_listen = "127.0.0.1:0"
+grace_period_seconds = 5
+metrics_public = true
+
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+
+[[project]]
+id = "p1"
+
+[[endpoint]]
+id = "e1"
+project = "p1"
+public = true
+timeouts = {{ connect_ms = 1000, first_byte_seconds = 30, idle_seconds = 30 }}
+
+[endpoint.workers]
+kind = "static"
+urls = [{urls}]
+"""
+
+
+@pytest.fixture
+def portico(tmp_path):
+    """Starts portico processes: `portico(*worker_urls)` writes a config with one public
+    endpoint `/project/p1/endpoint/e1` on those static workers into `tmp_path`, runs it and
+    returns the public listener's base URL (`http://127.0.0.1:PORT`)."""
+    started = []
+
+    def start(*worker_urls):
+        config = tmp_path / f"portico-{len(started)}.toml"
+        config.write_text(PORTICO_CONFIG.format(urls=", ".join(f'"{u}"' for u in worker_urls)))
+        proc = Process([binary("portico"), "run", "--config", str(config)])
+        started.append(proc)
+        public = proc.wait_listening("public")
+        proc.wait_listening("admin")
+        return "http://" + public
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -811,7 +811,7 @@ impl Check<'_> {
     fn worker_url(&mut self, path: &str, text: &str) -> Option<Uri> {
         let uri = self.http_url(path, text)?;
         let message = if uri.scheme_str() == Some("https") {
-            Some("uses https, which is not supported for workers yet: workers are reached over http:// or h2c")
+            Some("uses https, not supported for workers yet (use http:// or h2c)")
         } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             Some("must not contain credentials")
         } else if uri.path() != "/" && !uri.path().is_empty() {
