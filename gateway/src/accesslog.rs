@@ -62,6 +62,21 @@ pub struct Line<'a> {
     pub completed: bool,
     /// The error code when Portico answered instead of a worker.
     pub error: Option<&'a str>,
+    /// WebSocket sessions: messages from the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_messages_in: Option<u64>,
+    /// WebSocket sessions: messages to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_messages_out: Option<u64>,
+    /// WebSocket sessions: payload bytes from the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_bytes_in: Option<u64>,
+    /// WebSocket sessions: payload bytes to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_bytes_out: Option<u64>,
+    /// WebSocket sessions: the close code that ended it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_close_code: Option<u16>,
 }
 
 /// Starts the writer thread, writing to `path` (appending) or stdout. Idempotent: later

@@ -26,6 +26,7 @@ use crate::framing::FramingGuard;
 use crate::listen;
 use crate::pipeline::{self, Connection, Shared};
 use crate::runtime::LocalExec;
+use crate::stage::ws;
 
 /// How long a client may take to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,17 +181,22 @@ async fn serve_thread(
     for task in accepting {
         let _ = task.await;
     }
-    if let Ok(graceful) = Rc::try_unwrap(graceful) {
-        let grace = server.grace_period;
-        if tokio::time::timeout(grace, graceful.shutdown())
+    let grace = server.grace_period;
+    if let Ok(graceful) = Rc::try_unwrap(graceful)
+        && tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
-        {
-            tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "grace period over; closing connections"
-            );
-        }
+    {
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "grace period over; closing connections"
+        );
+    }
+    // WebSocket sessions close themselves (1001) once the grace period is over; give them
+    // the moment their closing handshake takes.
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
+    while ws::open_sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     flusher.abort();
     accesslog::flush();

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::routes::Routes;
@@ -61,7 +61,20 @@ fn describe() {
         "portico_upstream_errors_total",
         "Failures talking to workers, by kind."
     );
+    metrics::describe_gauge!("portico_ws_connections", "Open WebSocket sessions.");
+    metrics::describe_counter!(
+        "portico_ws_messages_total",
+        "WebSocket messages relayed, by direction."
+    );
+    metrics::describe_counter!(
+        "portico_ws_bytes_total",
+        metrics::Unit::Bytes,
+        "WebSocket payload bytes relayed, by direction."
+    );
 }
+
+/// WebSocket directions, as labelled.
+const WS_DIRECTIONS: [&str; 2] = ["client_to_worker", "worker_to_client"];
 
 /// Why talking to a worker failed, as counted in `portico_upstream_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +121,9 @@ pub struct EndpointMetrics {
     duration: Histogram,
     first_byte: Histogram,
     upstream_errors: [Counter; UpstreamErrorKind::ALL.len()],
+    ws_connections: Gauge,
+    ws_messages: [Counter; 2],
+    ws_bytes: [Counter; 2],
 }
 
 impl std::fmt::Debug for EndpointMetrics {
@@ -141,6 +157,24 @@ impl EndpointMetrics {
                     "kind" => kind.as_str()
                 )
             }),
+            ws_connections: metrics::gauge!(
+                "portico_ws_connections",
+                "endpoint" => endpoint.to_string()
+            ),
+            ws_messages: WS_DIRECTIONS.map(|direction| {
+                metrics::counter!(
+                    "portico_ws_messages_total",
+                    "endpoint" => endpoint.to_string(),
+                    "direction" => direction
+                )
+            }),
+            ws_bytes: WS_DIRECTIONS.map(|direction| {
+                metrics::counter!(
+                    "portico_ws_bytes_total",
+                    "endpoint" => endpoint.to_string(),
+                    "direction" => direction
+                )
+            }),
         }
     }
 
@@ -163,6 +197,22 @@ impl EndpointMetrics {
     /// Records the time to a worker's response headers.
     pub fn first_byte(&self, seconds: f64) {
         self.first_byte.record(seconds);
+    }
+
+    /// A WebSocket session opened.
+    pub fn ws_opened(&self) {
+        self.ws_connections.increment(1.0);
+    }
+
+    /// A WebSocket session closed.
+    pub fn ws_closed(&self) {
+        self.ws_connections.decrement(1.0);
+    }
+
+    /// One relayed WebSocket message; `direction` 0 is client to worker, 1 the reverse.
+    pub fn ws_message(&self, direction: usize, bytes: u64) {
+        self.ws_messages[direction].increment(1);
+        self.ws_bytes[direction].increment(bytes);
     }
 
     /// Counts one failure talking to a worker.

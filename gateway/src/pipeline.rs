@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::watch;
 
 use crate::body::{ProxyBody, RequestBody, RequestStats};
 use crate::error::{ProxyError, error_response};
@@ -19,6 +20,7 @@ use crate::headers::{ClientInfo, X_REQUEST_ID};
 use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
+use crate::stage::ws::{self, Session};
 use crate::stage::{balance, route};
 
 /// State every data-plane thread reads: the routing table, swapped whole on reload.
@@ -26,6 +28,10 @@ use crate::stage::{balance, route};
 pub struct Shared {
     /// The routing table in force.
     pub routes: ArcSwap<Routes>,
+    /// Turns true when the daemon shuts down (long-lived sessions watch it).
+    pub stop: watch::Receiver<bool>,
+    /// `server.grace_period_seconds`.
+    pub grace: Duration,
 }
 
 /// What the pipeline knows about the client connection a request arrived on.
@@ -72,17 +78,25 @@ pub async fn handle(
         stats: Rc::new(RequestStats::default()),
         first_byte: None,
         error: None,
+        ws: None,
     };
-    let mut response = match proxy(shared, conn, &mut record, request, &id_value).await {
-        Ok(response) => response,
+    let (mut response, session) = match proxy(shared, conn, &mut record, request, &id_value).await {
+        Ok(answer) => answer,
         Err(err) => {
             record.error = Some(err.code());
-            error_response(&err)
+            (error_response(&err), None)
         }
     };
     record.status = response.status().as_u16();
     response.headers_mut().insert(X_REQUEST_ID, id_value);
-    response.map(|body| body.with_record(record))
+    match session {
+        // The session runs once hyper has sent the 101, and logs the request when it ends.
+        Some(session) => {
+            tokio::task::spawn_local(session.run(record));
+            response
+        }
+        None => response.map(|body| body.with_record(record)),
+    }
 }
 
 async fn proxy(
@@ -91,7 +105,7 @@ async fn proxy(
     record: &mut Record,
     request: Request<Incoming>,
     request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, Option<Session>), ProxyError> {
     // Framing before anything else: a request whose length is ambiguous is never routed
     // (request smuggling).
     if conn.framing_conflict.load(Ordering::Relaxed)
@@ -128,20 +142,32 @@ async fn proxy(
         scheme: conn.scheme,
         host: host.as_ref(),
     };
+    let upgrade = ws::is_upgrade(&request);
     let request = request.map(|body| RequestBody::new(body, Rc::clone(&record.stats), limit));
     let mut request = forward::prepare(request, &rest, client);
     request
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
+    if upgrade {
+        ws::prepare(&mut request);
+    }
 
-    // 6. balance and 7. forward, with one retry on another worker when nothing reached the
-    //    first (connect failed); never after the worker may have seen the request.
+    // 6. balance, then 7. forward (or relay a WebSocket), with one retry on another worker
+    //    when nothing reached the first (connect failed); never after the worker may have
+    //    seen the request.
     let mut exclude = None;
     loop {
         let worker = balance::pick(&endpoint, exclude)?;
         record.worker = Some(Arc::clone(&worker));
-        match forward::send(&endpoint, &worker, request, record).await {
-            Ok(response) => return Ok(response),
+        let attempt = if upgrade {
+            ws::open(&endpoint, &worker, request, &shared.stop, shared.grace).await
+        } else {
+            forward::send(&endpoint, &worker, request, record)
+                .await
+                .map(|response| (response, None))
+        };
+        match attempt {
+            Ok(answer) => return Ok(answer),
             Err(Failure::NotSent { request: again, .. }) if exclude.is_none() => {
                 exclude = Some(worker.id());
                 request = *again;

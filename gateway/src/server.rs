@@ -69,10 +69,12 @@ pub async fn run(
         data.push(listener);
     }
 
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         routes: ArcSwap::from_pointee(Routes::build(&config)),
+        stop: stop_rx.clone(),
+        grace: config.server.grace_period,
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     health::spawn_probers(&shared.routes.load(), &stop_rx);
     let data_threads = dataplane::start(
         Arc::clone(&shared),

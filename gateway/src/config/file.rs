@@ -218,6 +218,8 @@ pub struct FileEndpoint {
     pub balance: FileBalance,
     /// Active health probes and passive outlier ejection (extension).
     pub health: FileHealth,
+    /// WebSocket relay limits (extension).
+    pub websocket: FileWebSocket,
     /// Asynchronous invocation; present = enabled.
     #[serde(rename = "async")]
     pub async_: Option<FileAsync>,
@@ -237,7 +239,30 @@ impl Default for FileEndpoint {
             scaling: FileScaling::default(),
             balance: FileBalance::default(),
             health: FileHealth::default(),
+            websocket: FileWebSocket::default(),
             async_: None,
+        }
+    }
+}
+
+/// An endpoint's `[endpoint.websocket]` (extension): limits of relayed WebSocket sessions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+pub struct FileWebSocket {
+    /// Largest message (after reassembling fragments); larger → close 1009. Default 16 MiB.
+    pub max_message_bytes: u64,
+    /// Largest single frame; larger → close 1009. Default 16 MiB.
+    pub max_frame_bytes: u64,
+    /// A session with no message either way for this long is closed (1001). Default 600.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for FileWebSocket {
+    fn default() -> FileWebSocket {
+        FileWebSocket {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_frame_bytes: 16 * 1024 * 1024,
+            idle_timeout_seconds: 600,
         }
     }
 }

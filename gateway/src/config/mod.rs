@@ -293,8 +293,21 @@ pub struct Endpoint {
     pub balance: Balance,
     /// Health probes and outlier ejection.
     pub health: Health,
+    /// WebSocket relay limits.
+    pub websocket: WebSocket,
     /// Asynchronous invocation, when enabled.
     pub async_: Option<AsyncSettings>,
+}
+
+/// An endpoint's WebSocket relay limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSocket {
+    /// Largest message; larger → close 1009.
+    pub max_message_bytes: usize,
+    /// Largest frame; larger → close 1009.
+    pub max_frame_bytes: usize,
+    /// No message either way for this long → close 1001.
+    pub idle_timeout: Duration,
 }
 
 /// An endpoint's health probes and passive outlier ejection.

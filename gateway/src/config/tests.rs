@@ -1296,3 +1296,31 @@ fn health_settings_are_checked() {
         ),
     ]);
 }
+
+/// `[endpoint.websocket]` gets its defaults, and bad limits are named by key path.
+#[test]
+fn websocket_settings_are_checked() {
+    let config = load(&config("", "", STATIC, "")).unwrap();
+    let ws = &config.endpoints[0].websocket;
+    assert_eq!(ws.max_message_bytes, 16 * 1024 * 1024);
+    assert_eq!(ws.max_frame_bytes, 16 * 1024 * 1024);
+    assert_eq!(ws.idle_timeout, Duration::from_secs(600));
+    let w = "endpoint[e1].websocket";
+    assert_cases(&[
+        (
+            tables("[endpoint.websocket]\nmax_message_bytes = 0\nidle_timeout_seconds = 0"),
+            &[
+                &format!("{w}.max_message_bytes"),
+                &format!("{w}.idle_timeout_seconds"),
+            ],
+        ),
+        (
+            tables("[endpoint.websocket]\nmax_message_bytes = 1024\nmax_frame_bytes = 2048"),
+            &[&format!("{w}.max_frame_bytes")],
+        ),
+        (
+            tables("[endpoint.websocket]\nmax_frame_bytes = 2000000000"),
+            &[&format!("{w}.max_frame_bytes")],
+        ),
+    ]);
+}

@@ -15,13 +15,13 @@ use scaler::{Metric, ScalingSettings};
 use super::file::{
     FileAsync, FileConfig, FileEndpoint, FileHealth, FileInboundRule, FileListener,
     FileObjectStore, FileProject, FileScaling, FileSecurityGroup, FileServer, FileTimeouts,
-    FileWorkers,
+    FileWebSocket, FileWorkers,
 };
 use super::parse::Origin;
 use super::{
     AsyncSettings, Balance, BalanceStrategy, Config, Endpoint, Health, InboundRule, Listener,
     ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Timeouts, Tls, Token,
-    WorkerKind, WorkerProtocol, Workers,
+    WebSocket, WorkerKind, WorkerProtocol, Workers,
 };
 
 /// Ids appear in URL paths, logs and metric labels: `[A-Za-z0-9._-]+`, not only dots.
@@ -557,6 +557,7 @@ impl Check<'_> {
         let scaling = self.scaling(&format!("{prefix}.scaling"), &e.scaling);
         let balance = self.balance(&format!("{prefix}.balance.strategy"), &e.balance.strategy);
         let health = self.health(&format!("{prefix}.health"), &e.health);
+        let websocket = self.websocket(&format!("{prefix}.websocket"), &e.websocket);
         let async_ = match &e.async_ {
             None => Some(None),
             Some(a) => self.async_settings(&format!("{prefix}.async"), a).map(Some),
@@ -576,6 +577,7 @@ impl Check<'_> {
             scaling: scaling?,
             balance: balance?,
             health: health?,
+            websocket: websocket?,
             async_: async_?,
         })
     }
@@ -630,6 +632,41 @@ impl Check<'_> {
             connect: connect?,
             first_byte: first_byte?,
             idle: idle?,
+        })
+    }
+
+    fn websocket(&mut self, path: &str, w: &FileWebSocket) -> Option<WebSocket> {
+        /// Frames and messages are held in memory whole; 1 GiB is far beyond any sane use.
+        const MAX: u64 = 1 << 30;
+        let mut ok = true;
+        for (key, value) in [
+            ("max_message_bytes", w.max_message_bytes),
+            ("max_frame_bytes", w.max_frame_bytes),
+        ] {
+            if !(1..=MAX).contains(&value) {
+                self.bad(format!("{path}.{key}"), format!("must be 1..={MAX}"));
+                ok = false;
+            }
+        }
+        if w.max_frame_bytes > w.max_message_bytes && ok {
+            self.bad(
+                format!("{path}.max_frame_bytes"),
+                "must be <= max_message_bytes",
+            );
+            ok = false;
+        }
+        let idle = self.seconds(
+            &format!("{path}.idle_timeout_seconds"),
+            w.idle_timeout_seconds,
+        );
+        if !ok {
+            return None;
+        }
+        Some(WebSocket {
+            // Both were checked to be at most 1 GiB, which fits a usize.
+            max_message_bytes: w.max_message_bytes as usize,
+            max_frame_bytes: w.max_frame_bytes as usize,
+            idle_timeout: idle?,
         })
     }
 

@@ -41,6 +41,7 @@ pub fn prepare(
     rest: &str,
     client: ClientInfo<'_>,
 ) -> Request<RequestBody> {
+    // `Upgrade` goes too: a WebSocket upgrade restores what it needs (stage::ws).
     let path_and_query = match request.uri().query() {
         Some(query) => PathAndQuery::try_from(format!("{rest}?{query}")),
         None => PathAndQuery::try_from(rest),
@@ -132,7 +133,7 @@ pub async fn send(
 }
 
 /// The worker's response, with connection-specific headers removed and its body wrapped.
-fn relay(
+pub fn relay(
     response: Response<Incoming>,
     endpoint: &Arc<Endpoint>,
     pooled: Option<Pooled>,

@@ -3,6 +3,7 @@
 //! - `route`: path → endpoint and the worker-side path.
 //! - `balance`: which worker serves the request.
 //! - `forward`: the exchange with the worker, HTTP/1.1 or h2c, streamed.
+//! - `ws`: the WebSocket relay, once a worker accepted an upgrade.
 //! - `telemetry`: metrics and the access-log line, finished when the response ends.
 //!
 //! Security groups and tokens (ipfilter, auth), async routes and request holding (admit)
@@ -12,3 +13,4 @@ pub mod balance;
 pub mod forward;
 pub mod route;
 pub mod telemetry;
+pub mod ws;

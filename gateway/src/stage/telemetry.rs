@@ -45,6 +45,36 @@ pub struct Record {
     pub first_byte: Option<Duration>,
     /// Error code when Portico answered itself.
     pub error: Option<&'static str>,
+    /// What a relayed WebSocket session carried.
+    pub ws: Option<WsSummary>,
+}
+
+/// Counters of one WebSocket session, for its access-log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WsSummary {
+    /// Messages from the client.
+    pub messages_in: u64,
+    /// Messages to the client.
+    pub messages_out: u64,
+    /// Payload bytes from the client.
+    pub bytes_in: u64,
+    /// Payload bytes to the client.
+    pub bytes_out: u64,
+    /// The close code that ended the session.
+    pub close_code: Option<u16>,
+}
+
+impl WsSummary {
+    /// Counts one relayed message.
+    pub fn count(&mut self, from_client: bool, bytes: u64) {
+        if from_client {
+            self.messages_in += 1;
+            self.bytes_in += bytes;
+        } else {
+            self.messages_out += 1;
+            self.bytes_out += bytes;
+        }
+    }
 }
 
 impl Record {
@@ -74,6 +104,11 @@ impl Record {
             first_byte_ms: self.first_byte.map(millis),
             completed,
             error: self.error,
+            ws_messages_in: self.ws.map(|ws| ws.messages_in),
+            ws_messages_out: self.ws.map(|ws| ws.messages_out),
+            ws_bytes_in: self.ws.map(|ws| ws.bytes_in),
+            ws_bytes_out: self.ws.map(|ws| ws.bytes_out),
+            ws_close_code: self.ws.and_then(|ws| ws.close_code),
         });
     }
 }
