@@ -1094,3 +1094,86 @@ pub fn assert_arrived_spread_out(arrivals: &[Instant], sent_at_us: &[u64]) {
         "events sent over {sent:?} arrived within {arrived:?}: buffered, not streamed"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// WebSocket helpers: `[endpoint.websocket]` settings and raw upgrade heads.
+// ------------------------------------------------------------------------------------------
+
+impl ProxyConfig {
+    /// The config text with an `[endpoint.websocket]` table holding `keys`
+    /// (`max_message_bytes`, `max_frame_bytes`, `idle_timeout_seconds`); none leaves the
+    /// table out.
+    pub fn toml_with_websocket(&self, keys: &[(&str, u64)]) -> String {
+        let mut toml = self.toml();
+        if !keys.is_empty() {
+            // The config ends inside `[[endpoint]]` e1, so this table belongs to it.
+            toml.push_str("\n[endpoint.websocket]\n");
+            for (key, value) in keys {
+                toml.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        toml
+    }
+
+    /// Starts a gateway on this config plus `[endpoint.websocket]` `keys`.
+    pub fn start_with_websocket(&self, keys: &[(&str, u64)]) -> TestGateway {
+        TestGateway::start(&self.toml_with_websocket(keys))
+    }
+}
+
+/// A raw HTTP/1.1 WebSocket upgrade request for `path` (RFC 6455 §1.3's sample key), on a
+/// keep-alive connection.
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+impl Http1 {
+    /// Reads the next response head whatever its status, `1xx` included (so a `101` is seen
+    /// rather than skipped as [`Http1::read_head`] does), and works out the body framing the
+    /// same way; returns the status.
+    pub fn read_any_head(&mut self) -> u16 {
+        let status_line = self
+            .line()
+            .unwrap_or_else(|end| panic!("no response head: {end:?}"));
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self
+                .line()
+                .unwrap_or_else(|end| panic!("response head cut short: {end:?}"));
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        self.status = status;
+        self.headers = headers;
+        let chunked = self
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        let length = self
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok());
+        self.framing = if chunked {
+            Framing::Chunked
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            Framing::Length(0)
+        } else {
+            Framing::Close
+        };
+        self.end = None;
+        self.pending.clear();
+        status
+    }
+}
