@@ -186,10 +186,22 @@ fn request_id(headers: &HeaderMap) -> (String, HeaderValue) {
     {
         return (text.to_string(), value.clone());
     }
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = new_request_id();
     // A UUID's text form is always a valid header value.
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
     (id, value)
+}
+
+/// A UUID v7: milliseconds since the epoch, then random bits from the thread's generator.
+/// (`Uuid::now_v7` serialises every caller on one global mutex.)
+fn new_request_id() -> String {
+    let millis = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -209,4 +221,39 @@ fn health(body: &'static str) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generated request ids are version 7 UUIDs carrying the current time, and distinct.
+    #[test]
+    fn request_ids_are_uuid_v7() {
+        let a: uuid::Uuid = new_request_id().parse().unwrap();
+        let b: uuid::Uuid = new_request_id().parse().unwrap();
+        assert_eq!(a.get_version_num(), 7);
+        assert_ne!(a, b);
+        let (secs, _) = a.get_timestamp().unwrap().to_unix();
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now.abs_diff(secs) <= 1);
+    }
+
+    /// A sane client id is kept; an empty or oversized one is replaced.
+    #[test]
+    fn client_request_ids_are_kept_when_sane() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers).0, "abc-123");
+        headers.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
+        assert_eq!(request_id(&headers).0.len(), 36);
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static(""));
+        assert_eq!(request_id(&headers).0.len(), 36);
+    }
 }

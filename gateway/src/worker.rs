@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use http::uri::Authority;
 
 use crate::config::Health;
@@ -20,6 +21,8 @@ pub struct Worker {
     authority: Authority,
     /// `host:port` with the port made explicit, for connecting.
     connect_to: String,
+    /// The `Host` header sent to it, built once.
+    host_header: HeaderValue,
     label: String,
     inflight: AtomicU64,
     /// The active prober's verdict; workers start up.
@@ -62,10 +65,14 @@ impl Worker {
             Some(_) => authority.to_string(),
             None => format!("{}:80", authority.host()),
         };
+        // An authority is always a valid header value.
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Worker {
             id,
             label: authority.to_string(),
             connect_to,
+            host_header,
             authority,
             inflight: AtomicU64::new(0),
             probed_up: AtomicBool::new(true),
@@ -84,6 +91,11 @@ impl Worker {
     /// `host:port`, sent as `Host` and used to connect.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The `Host` header value for requests to it.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
     }
 
     /// Where to connect: `host:port`, port 80 when the URL gave none.

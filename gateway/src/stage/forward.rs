@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -65,9 +65,9 @@ pub async fn send(
     mut request: Request<RequestBody>,
     record: &mut Record,
 ) -> Result<Response<ProxyBody>, Failure> {
-    if let Ok(host) = HeaderValue::from_str(worker.authority().as_str()) {
-        request.headers_mut().insert(header::HOST, host);
-    }
+    request
+        .headers_mut()
+        .insert(header::HOST, worker.host_header().clone());
     let guard = worker.guard();
     let timeouts = &endpoint.config.timeouts;
     let sent_at = Instant::now();

@@ -95,9 +95,9 @@ pub async fn open(
     grace: Duration,
 ) -> Result<(Response<ProxyBody>, Option<Session>), Failure> {
     let timeouts = &endpoint.config.timeouts;
-    if let Ok(host) = HeaderValue::from_str(worker.authority().as_str()) {
-        request.headers_mut().insert(header::HOST, host);
-    }
+    request
+        .headers_mut()
+        .insert(header::HOST, worker.host_header().clone());
     let stream = match connect(worker, timeouts.connect).await {
         Ok(stream) => stream,
         Err(kind) => {
