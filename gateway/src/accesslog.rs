@@ -5,8 +5,10 @@
 //! and wakes no other thread.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -29,11 +31,11 @@ thread_local! {
 #[derive(Debug, Serialize)]
 pub struct Line<'a> {
     /// RFC 3339 UTC time the request arrived.
-    pub time: String,
+    pub time: Rfc3339,
     /// The request id (also in `x-request-id`).
     pub request_id: &'a str,
     /// The client address as Portico determined it.
-    pub client_ip: String,
+    pub client_ip: IpAddr,
     /// The listener that accepted the connection.
     pub listener: &'a str,
     /// HTTP method.
@@ -132,19 +134,32 @@ pub fn flush() {
     }
 }
 
-/// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T08:27:16.123Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+/// A time written as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T08:27:16.123Z`,
+/// straight into the log line (no intermediate string).
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_from_days(days as i64);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60,
+            since.subsec_millis()
+        )
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
@@ -168,6 +183,7 @@ mod tests {
     /// Times format as RFC 3339 UTC with milliseconds, across leap years.
     #[test]
     fn formats_rfc3339() {
+        let rfc3339 = |t| Rfc3339(t).to_string();
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_422_436_123);
         assert_eq!(rfc3339(t), "2026-11-23T08:27:16.123Z");

@@ -112,7 +112,9 @@ pub struct UpstreamBody {
     inner: Incoming,
     endpoint: Arc<Endpoint>,
     idle_timeout: Duration,
-    idle: Pin<Box<Sleep>>,
+    /// Armed the first time the worker makes the client wait: a body that arrives whole
+    /// with its headers never needs a timer.
+    idle: Option<Pin<Box<Sleep>>>,
     /// The HTTP/1.1 connection, returned to the pool when the body ends cleanly.
     conn: Option<Pooled>,
     guard: Option<InflightGuard>,
@@ -131,7 +133,7 @@ impl UpstreamBody {
             inner,
             endpoint,
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: None,
             conn,
             guard: Some(guard),
         }
@@ -163,8 +165,8 @@ impl UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if self.inner.is_end_stream() {
                     self.finish();
-                } else {
-                    self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+                } else if let Some(idle) = &mut self.idle {
+                    idle.as_mut().reset(Instant::now() + self.idle_timeout);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -176,7 +178,12 @@ impl UpstreamBody {
                 self.finish();
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.idle.as_mut().poll(cx) {
+            Poll::Pending => match self
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.idle_timeout)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     self.fail(UpstreamErrorKind::IdleTimeout);
                     Poll::Ready(Some(Err(BodyError::Idle(self.idle_timeout))))

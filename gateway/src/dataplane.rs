@@ -274,6 +274,7 @@ async fn serve_connection(
             "http"
         },
         framing_conflict,
+        forwarding: Default::default(),
     };
     match &listener.tls {
         None => serve_http(stream, conn, shared, &builder, watcher).await,

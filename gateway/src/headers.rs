@@ -63,57 +63,84 @@ pub struct ClientInfo<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
+/// Forwarding header values of one client connection, built once: the client address and
+/// host rarely change between the requests of a connection.
+#[derive(Debug, Default)]
+pub struct ForwardingCache {
+    /// The client address as a header value.
+    ip: Option<HeaderValue>,
+    /// The last `Forwarded` element, and the host it was built for.
+    forwarded: Option<(Option<HeaderValue>, HeaderValue)>,
+}
+
 /// Appends `X-Forwarded-For`, sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends a
 /// `Forwarded` element (RFC 7239).
-pub fn append_forwarding(headers: &mut HeaderMap, client: ClientInfo<'_>) {
-    let ip = client.ip.to_string();
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+pub fn append_forwarding(
+    headers: &mut HeaderMap,
+    client: ClientInfo<'_>,
+    cache: &mut ForwardingCache,
+) {
+    let ip = cache
+        .ip
+        .get_or_insert_with(|| header_value(client.ip.to_string()))
+        .clone();
+    let forwarded = match &cache.forwarded {
+        Some((host, element)) if host.as_ref() == client.host => element.clone(),
+        _ => {
+            let element = header_value(forwarded_element(client));
+            cache.forwarded = Some((client.host.cloned(), element.clone()));
+            element
+        }
+    };
+    append(headers, X_FORWARDED_FOR, ip);
+    append(headers, FORWARDED, forwarded);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+    if let Some(host) = client.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+}
+
+/// `for=<ip>;proto=<scheme>[;host="<host>"]`.
+fn forwarded_element(client: ClientInfo<'_>) -> String {
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    match client.ip {
+        IpAddr::V4(v4) => element.push_str(&v4.to_string()),
+        IpAddr::V6(v6) => {
+            element.push_str("\"[");
+            element.push_str(&v6.to_string());
+            element.push_str("]\"");
+        }
+    }
+    element.push_str(";proto=");
+    element.push_str(client.scheme);
+    if let Some(host) = client.host.and_then(|h| h.to_str().ok())
+        // Quoted-string rules: no quotes or backslashes inside.
+        && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        element.push_str(";host=\"");
+        element.push_str(host);
+        element.push('"');
+    }
+    element
+}
+
+/// Adds `value` to a list-valued header: after the client's values when it sent some.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    match headers.get(&name).and_then(|v| v.to_str().ok()) {
         Some(previous) => {
-            let appended = format!("{previous}, {ip}");
-            if let Ok(value) = HeaderValue::from_str(&appended) {
-                headers.insert(X_FORWARDED_FOR, value);
-            }
+            let joined = format!("{previous}, {}", value.to_str().unwrap_or(""));
+            headers.insert(name, header_value(joined));
         }
         None => {
-            if let Ok(value) = HeaderValue::from_str(&ip) {
-                headers.insert(X_FORWARDED_FOR, value);
-            }
+            headers.insert(name, value);
         }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+}
 
-    let mut forwarded = String::with_capacity(64);
-    forwarded.push_str("for=");
-    match client.ip {
-        IpAddr::V4(v4) => forwarded.push_str(&v4.to_string()),
-        IpAddr::V6(v6) => {
-            forwarded.push_str("\"[");
-            forwarded.push_str(&v6.to_string());
-            forwarded.push_str("]\"");
-        }
-    }
-    forwarded.push_str(";proto=");
-    forwarded.push_str(client.scheme);
-    if let Some(value) = client.host {
-        headers.insert(X_FORWARDED_HOST, value.clone());
-    }
-    if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
-        // Quoted-string rules: no quotes or backslashes inside.
-        if host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
-            forwarded.push_str(";host=\"");
-            forwarded.push_str(host);
-            forwarded.push('"');
-        }
-    }
-    if let Some(previous) = headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        forwarded = format!("{previous}, {forwarded}");
-    }
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert(FORWARDED, value);
-    }
+fn header_value(text: String) -> HeaderValue {
+    // Built from addresses, schemes and header values that were valid already.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -176,13 +203,23 @@ mod tests {
             scheme: "https",
             host: Some(&host),
         };
-        append_forwarding(&mut headers, client);
+        let mut cache = ForwardingCache::default();
+        append_forwarding(&mut headers, client, &mut cache);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, ::1");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "api.example.com");
         assert_eq!(
             headers["forwarded"],
             "for=203.0.113.9, for=\"[::1]\";proto=https;host=\"api.example.com\""
+        );
+
+        // The next request of the connection reuses the values built for the first.
+        let mut next = map(&[]);
+        append_forwarding(&mut next, client, &mut cache);
+        assert_eq!(next["x-forwarded-for"], "::1");
+        assert_eq!(
+            next["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"api.example.com\""
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The request pipeline: every stage in order, composed in one function, with the reason
 //! for each ordering rule (DESIGN.md §1).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::body::{ProxyBody, RequestBody, RequestStats};
 use crate::error::{ProxyError, error_response};
-use crate::headers::{ClientInfo, X_REQUEST_ID};
+use crate::headers::{ClientInfo, ForwardingCache, X_REQUEST_ID};
 use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
@@ -48,6 +49,8 @@ pub struct Connection {
     /// Set by the framing guard when a request head carried both `Content-Length` and
     /// `Transfer-Encoding`.
     pub framing_conflict: Arc<AtomicBool>,
+    /// Forwarding header values built for this connection's client.
+    pub forwarding: RefCell<ForwardingCache>,
 }
 
 /// Answers one request.
@@ -62,15 +65,15 @@ pub async fn handle(
         "/readyz" => return health(r#"{"status":"ready"}"#),
         _ => {}
     }
-    let (request_id, id_value) = request_id(request.headers());
+    let request_id = request_id(request.headers());
     let mut record = Record {
         start: Instant::now(),
         time: SystemTime::now(),
-        request_id,
+        request_id: request_id.clone(),
         client_ip: ipfilter::normalize(conn.peer.ip()),
         listener: Rc::clone(&conn.listener_name),
         method: request.method().clone(),
-        path: request.uri().path().to_string(),
+        uri: request.uri().clone(),
         version: request.version(),
         endpoint: None,
         worker: None,
@@ -80,7 +83,8 @@ pub async fn handle(
         error: None,
         ws: None,
     };
-    let (mut response, session) = match proxy(shared, conn, &mut record, request, &id_value).await {
+    let (mut response, session) = match proxy(shared, conn, &mut record, request, &request_id).await
+    {
         Ok(answer) => answer,
         Err(err) => {
             record.error = Some(err.code());
@@ -88,7 +92,7 @@ pub async fn handle(
         }
     };
     record.status = response.status().as_u16();
-    response.headers_mut().insert(X_REQUEST_ID, id_value);
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
     match session {
         // The session runs once hyper has sent the 101, and logs the request when it ends.
         Some(session) => {
@@ -118,8 +122,7 @@ async fn proxy(
 
     // 1. route: every later stage belongs to an endpoint.
     let routes = shared.routes.load();
-    let (endpoint, rest) = route::resolve(&routes, conn.listener, request.uri().path())?;
-    let rest = rest.to_string();
+    let (endpoint, rest_start) = route::resolve(&routes, conn.listener, request.uri().path())?;
     record.endpoint = Some(Arc::clone(&endpoint));
 
     // 2. ipfilter (security groups) goes here, before auth, so that a denied source learns
@@ -144,7 +147,12 @@ async fn proxy(
     };
     let upgrade = ws::is_upgrade(&request);
     let request = request.map(|body| RequestBody::new(body, Rc::clone(&record.stats), limit));
-    let mut request = forward::prepare(request, &rest, client);
+    let mut request = forward::prepare(
+        request,
+        rest_start,
+        client,
+        &mut conn.forwarding.borrow_mut(),
+    );
     request
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
@@ -160,7 +168,15 @@ async fn proxy(
         let worker = balance::pick(&endpoint, exclude)?;
         record.worker = Some(Arc::clone(&worker));
         let attempt = if upgrade {
-            ws::open(&endpoint, &worker, request, &shared.stop, shared.grace).await
+            // Boxed: the rare upgrade path should not grow every request's future.
+            Box::pin(ws::open(
+                &endpoint,
+                &worker,
+                request,
+                &shared.stop,
+                shared.grace,
+            ))
+            .await
         } else {
             forward::send(&endpoint, &worker, request, record)
                 .await
@@ -178,30 +194,29 @@ async fn proxy(
 }
 
 /// The client's `x-request-id` when it is sane, else a new UUID v7.
-fn request_id(headers: &HeaderMap) -> (String, HeaderValue) {
-    if let Some(value) = headers.get(&X_REQUEST_ID)
-        && let Ok(text) = value.to_str()
-        && !text.is_empty()
-        && text.len() <= 128
-    {
-        return (text.to_string(), value.clone());
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(value) if !value.is_empty() && value.len() <= 128 && value.to_str().is_ok() => {
+            value.clone()
+        }
+        _ => new_request_id(),
     }
-    let id = new_request_id();
-    // A UUID's text form is always a valid header value.
-    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
-    (id, value)
 }
 
 /// A UUID v7: milliseconds since the epoch, then random bits from the thread's generator.
 /// (`Uuid::now_v7` serialises every caller on one global mutex.)
-fn new_request_id() -> String {
+fn new_request_id() -> HeaderValue {
     let millis = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let random: [u8; 10] = rand::random();
-    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut text);
+    // Hex digits and hyphens are always a valid header value.
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -230,8 +245,8 @@ mod tests {
     /// Generated request ids are version 7 UUIDs carrying the current time, and distinct.
     #[test]
     fn request_ids_are_uuid_v7() {
-        let a: uuid::Uuid = new_request_id().parse().unwrap();
-        let b: uuid::Uuid = new_request_id().parse().unwrap();
+        let a: uuid::Uuid = new_request_id().to_str().unwrap().parse().unwrap();
+        let b: uuid::Uuid = new_request_id().to_str().unwrap().parse().unwrap();
         assert_eq!(a.get_version_num(), 7);
         assert_ne!(a, b);
         let (secs, _) = a.get_timestamp().unwrap().to_unix();
@@ -247,13 +262,13 @@ mod tests {
     fn client_request_ids_are_kept_when_sane() {
         let mut headers = HeaderMap::new();
         headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers).0, "abc-123");
+        assert_eq!(request_id(&headers), "abc-123");
         headers.insert(
             X_REQUEST_ID,
             HeaderValue::from_str(&"x".repeat(129)).unwrap(),
         );
-        assert_eq!(request_id(&headers).0.len(), 36);
+        assert_eq!(request_id(&headers).len(), 36);
         headers.insert(X_REQUEST_ID, HeaderValue::from_static(""));
-        assert_eq!(request_id(&headers).0.len(), 36);
+        assert_eq!(request_id(&headers).len(), 36);
     }
 }

@@ -14,7 +14,7 @@ use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::config::WorkerProtocol;
 use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
-use crate::headers::{self, ClientInfo};
+use crate::headers::{self, ClientInfo, ForwardingCache};
 use crate::metrics::UpstreamErrorKind;
 use crate::stage::telemetry::Record;
 use crate::upstream::pool::{self, Pooled};
@@ -34,27 +34,34 @@ pub enum Failure {
     Failed(ProxyError),
 }
 
-/// Makes the request worker-shaped once, before any attempt: origin-form URI `/{rest}?q`,
-/// HTTP/1.1, hop-by-hop headers removed, forwarding headers appended.
+/// Makes the request worker-shaped once, before any attempt: origin-form URI `/{rest}?q`
+/// (the tail of the client's path from `rest_start`), HTTP/1.1, hop-by-hop headers removed,
+/// forwarding headers appended.
 pub fn prepare(
     mut request: Request<RequestBody>,
-    rest: &str,
+    rest_start: usize,
     client: ClientInfo<'_>,
+    cache: &mut ForwardingCache,
 ) -> Request<RequestBody> {
-    // `Upgrade` goes too: a WebSocket upgrade restores what it needs (stage::ws).
-    let path_and_query = match request.uri().query() {
-        Some(query) => PathAndQuery::try_from(format!("{rest}?{query}")),
-        None => PathAndQuery::try_from(rest),
+    let full = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    // `rest_start` is a char boundary of the path, which begins the path-and-query.
+    let tail = full.get(rest_start..).unwrap_or("");
+    let path_and_query = if tail.starts_with('/') {
+        PathAndQuery::try_from(tail)
+    } else {
+        // The endpoint's root, possibly with a query: `/` then the query.
+        PathAndQuery::try_from(format!("/{tail}"))
     };
     let mut parts = http::uri::Parts::default();
-    // `rest` and the query come from an already valid URI.
+    // A tail of an already valid URI is valid.
     parts.path_and_query = path_and_query.ok();
     *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
+    // `Upgrade` goes too: a WebSocket upgrade restores what it needs (stage::ws).
     headers::remove_hop_by_hop(headers, false);
     // Host is set per attempt, for the worker picked.
-    headers::append_forwarding(headers, client);
+    headers::append_forwarding(headers, client, cache);
     request
 }
 

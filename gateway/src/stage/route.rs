@@ -1,4 +1,5 @@
-//! Route: `/project/{p}/endpoint/{id}/{rest}` → the endpoint, and `/{rest}` for the worker.
+//! Route: `/project/{p}/endpoint/{id}/{rest}` → the endpoint, and where `/{rest}` (the
+//! worker's path) starts.
 
 use std::sync::Arc;
 
@@ -6,12 +7,13 @@ use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
 use crate::routes::Routes;
 
-/// The endpoint a request is for, and the path the worker gets (`/` when empty).
-pub fn resolve<'p>(
+/// The endpoint a request is for, and the byte offset in `path` where the worker's path
+/// starts (`path.len()` when it is empty, i.e. the worker's `/`).
+pub fn resolve(
     routes: &Routes,
     listener: usize,
-    path: &'p str,
-) -> Result<(Arc<Endpoint>, &'p str), ProxyError> {
+    path: &str,
+) -> Result<(Arc<Endpoint>, usize), ProxyError> {
     let not_found = || ProxyError::NoRoute {
         path: path.to_string(),
     };
@@ -21,10 +23,7 @@ pub fn resolve<'p>(
     if !endpoint.serves(listener) {
         return Err(not_found());
     }
-    Ok((
-        Arc::clone(endpoint),
-        if rest.is_empty() { "/" } else { rest },
-    ))
+    Ok((Arc::clone(endpoint), path.len() - rest.len()))
 }
 
 /// Splits `/project/{p}/endpoint/{id}{rest}` where `rest` is empty or starts with `/`.

@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::Version;
+use http::{HeaderValue, Uri, Version};
 
-use crate::accesslog::{self, Line};
+use crate::accesslog::{self, Line, Rfc3339};
 use crate::body::RequestStats;
 use crate::endpoint::Endpoint;
 use crate::worker::Worker;
@@ -22,15 +22,15 @@ pub struct Record {
     /// Wall-clock arrival time, for the log.
     pub time: SystemTime,
     /// `x-request-id`.
-    pub request_id: String,
+    pub request_id: HeaderValue,
     /// Client address.
     pub client_ip: IpAddr,
     /// Name of the listener.
     pub listener: Rc<str>,
     /// HTTP method.
     pub method: http::Method,
-    /// Path without query.
-    pub path: String,
+    /// The request's URI as the client sent it (the log keeps only its path).
+    pub uri: Uri,
     /// Client's HTTP version.
     pub version: Version,
     /// The endpoint, once routed.
@@ -87,12 +87,12 @@ impl Record {
                 .request(self.status, duration.as_secs_f64());
         }
         accesslog::log(&Line {
-            time: accesslog::rfc3339(self.time),
-            request_id: &self.request_id,
-            client_ip: self.client_ip.to_string(),
+            time: Rfc3339(self.time),
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            client_ip: self.client_ip,
             listener: &self.listener,
             method: self.method.as_str(),
-            path: &self.path,
+            path: self.uri.path(),
             protocol: version_str(self.version),
             project: self.endpoint.as_deref().map(Endpoint::project),
             endpoint: self.endpoint.as_deref().map(Endpoint::id),
