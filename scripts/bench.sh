@@ -21,8 +21,15 @@
 #   BENCH_SSE_EVENTS=50       events per stream                 BENCH_SSE_INTERVAL_MS=20
 #   BENCH_NOISE_PCT=15        other load (% of one core) above which a run is discarded
 #   BENCH_MAX_RETRIES=2       repeats of a discarded run before it is kept and flagged
+#   BENCH_QUIET_WAIT=10       seconds to wait for the other load to drop before each run
+#   BENCH_QUIET_BUDGET=120    seconds of such waiting in all, after which runs start at once
 #   BENCH_PORTICO_THREADS=1   Portico server.worker_threads
 #   BENCH_OUT=docs/benchmarks.md   BENCH_NO_BUILD=1 (skip cargo build)   BENCH_KEEP=1 (keep the run dir)
+#
+# Extending (issue 9): a path is a name in TARGETS with its BASE URL and PROXY_PID (start it
+# beside nginx, config template in bench/peers/); a scenario is a SCENARIO_run function
+# measuring one path once and appending one JSON line per try to $RESULTS, a case in the
+# argument parser, an `interleave` call and a section function in the report.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -106,6 +113,9 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   log "building release binaries (cargo build --release -p gateway -p bench)"
   cargo build --release -p gateway -p bench >&2
 fi
+# The source the binaries were built from (read now: others may commit during the run).
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- gateway bench 2>/dev/null || echo '+changes')
+[ "${BENCH_NO_BUILD:-0}" != 1 ] || GIT_REV="$GIT_REV (BENCH_NO_BUILD: binaries as found)"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
   echo "$ROOT/target")
@@ -132,10 +142,13 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 RUN_DIR=$(mktemp -d /tmp/portico-bench.XXXXXX)
 chmod 755 "$RUN_DIR" # nginx workers run as an unprivileged user and need its temp paths
 PIDS=()
+LOAD_PID=""
 
 cleanup() {
   local status=$? pid i
   trap - EXIT INT TERM
+  [ "$status" = 0 ] || log "stopping everything (exit status $status)"
+  [ -z "$LOAD_PID" ] || kill -TERM "$LOAD_PID" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for i in $(seq 30); do
     local alive=0
@@ -149,7 +162,7 @@ cleanup() {
   exit $status
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
+trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # start NAME PIN... -- COMMAND...: runs COMMAND in the background, output in $RUN_DIR/NAME.*
@@ -161,6 +174,18 @@ start() {
   "${pin[@]}" "$@" >"$RUN_DIR/$name.out" 2>"$RUN_DIR/$name.err" &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
+}
+
+# run_load COMMAND...: runs a load generator (wrk, ssebench) and waits for it. It runs in the
+# background so that Ctrl-C interrupts the `wait` and the INT trap runs at once (bash would
+# otherwise skip the trap when wrk catches SIGINT and exits normally); cleanup stops it.
+run_load() {
+  "$@" &
+  LOAD_PID=$!
+  local status=0
+  wait "$LOAD_PID" || status=$?
+  LOAD_PID=""
+  return $status
 }
 
 # wait_line PID FILE REGEX: the first line of FILE matching REGEX, once written.
@@ -263,8 +288,20 @@ cpu_ns() {
   done
   echo "$total"
 }
-# Busy jiffies of the whole machine (user nice system irq softirq steal).
-busy_jiffies() { local _c u n s i w q sq st _r; read -r _c u n s i w q sq st _r </proc/stat; echo $((u + n + s + q + sq + st)); }
+# busy_jiffies LINE...: busy jiffies (user nice system irq softirq steal) summed over these
+# /proc/stat lines (`cpu` for the whole machine, `cpu0`, `cpu1`).
+busy_jiffies() {
+  awk -v want=" $* " 'index(want, " " $1 " ") { s += $2 + $3 + $4 + $7 + $8 + $9 } END { printf "%.0f", s }' /proc/stat
+}
+# The CPUs whose other load matters for a run ($1: the proxy's pid, empty for direct): when
+# pinned, CPU 0 (origin and load) and CPU 1 if a proxy runs; the direct path leaves CPU 1
+# idle, and what others run there does not touch the measurement. Unpinned: all of them.
+noise_cpus() {
+  if [ ${#PIN_PROXY[@]} -eq 0 ]; then echo cpu
+  elif [ -n "$1" ]; then echo cpu0 cpu1
+  else echo cpu0
+  fi
+}
 # CPU jiffies of this shell's finished children (wrk, ssebench once they exit).
 child_jiffies() { awk '{print $16 + $17}' /proc/$$/stat; }
 now_ns() { date +%s%N; }
@@ -272,18 +309,19 @@ TICK=$(getconf CLK_TCK)
 
 # Around a load run: snapshot before, then the other load (% of one core) after.
 snap() {
-  S_BUSY=$(busy_jiffies); S_CHILD=$(child_jiffies); S_T=$(now_ns)
+  S_BUSY=$(busy_jiffies $(noise_cpus "$1")); S_CHILD=$(child_jiffies); S_T=$(now_ns)
   S_PROXY=0; [ -n "$1" ] && S_PROXY=$(cpu_ns "$1")
   S_ORIGIN=$(cpu_ns "$ORIGIN_PID")
 }
 settle() { # sets D_PROXY_NS D_SECS OTHER_PCT
   local busy child t proxy=0 origin
-  busy=$(busy_jiffies); child=$(child_jiffies); t=$(now_ns)
+  busy=$(busy_jiffies $(noise_cpus "$1")); child=$(child_jiffies); t=$(now_ns)
   [ -n "$1" ] && proxy=$(cpu_ns "$1")
   origin=$(cpu_ns "$ORIGIN_PID")
   D_PROXY_NS=$((proxy - S_PROXY))
   D_ORIGIN_NS=$((origin - S_ORIGIN))
-  local ours_ns=$((D_PROXY_NS + D_ORIGIN_NS + (child - S_CHILD) * 1000000000 / TICK))
+  D_LOAD_NS=$(((child - S_CHILD) * 1000000000 / TICK))
+  local ours_ns=$((D_PROXY_NS + D_ORIGIN_NS + D_LOAD_NS))
   OTHER_PCT=$(awk -v b=$((busy - S_BUSY)) -v tick="$TICK" -v ours="$ours_ns" -v dt=$((t - S_T)) \
     'BEGIN { o = (b / tick * 1e9 - ours) / dt * 100; if (o < 0) o = 0; printf "%.1f", o }')
   D_SECS=$(awk -v dt=$((t - S_T)) 'BEGIN { printf "%.3f", dt / 1e9 }')
@@ -293,15 +331,25 @@ noisy() { awk -v o="$OTHER_PCT" -v m="$NOISE_PCT" 'BEGIN { exit !(o > m) }'; }
 # Waits (up to BENCH_QUIET_WAIT seconds) until the machine's busy time over 0.5 s, less what
 # our own processes used, is under the noise threshold, so a retry does not land in the
 # same burst of other work.
+# Waiting stops for good once BENCH_QUIET_BUDGET seconds were spent on it in total: when the
+# machine stays busy, waiting longer only makes the benchmark slower.
 QUIET_WAIT=${BENCH_QUIET_WAIT:-10}
+QUIET_BUDGET=${BENCH_QUIET_BUDGET:-120}
+QUIET_SPENT=0 # half-seconds
 wait_quiet() {
   local waited=0
   while :; do
     snap "$1"; sleep 0.5; settle "$1"
     noisy || return 0
+    if [ "$QUIET_SPENT" -ge $((QUIET_BUDGET * 2)) ]; then
+      [ "$QUIET_SPENT" = $((QUIET_BUDGET * 2)) ] && log "spent ${QUIET_BUDGET}s waiting for quiet: no more waiting"
+      QUIET_SPENT=$((QUIET_SPENT + 1))
+      return 0
+    fi
     [ "$waited" -ge $((QUIET_WAIT * 2)) ] && { log "still ${OTHER_PCT}% other load; measuring anyway"; return 0; }
     [ "$waited" = 0 ] && log "other load ${OTHER_PCT}% of a core: waiting up to ${QUIET_WAIT}s for quiet"
     waited=$((waited + 1))
+    QUIET_SPENT=$((QUIET_SPENT + 1))
   done
 }
 
@@ -316,6 +364,12 @@ check_alive() { # check_alive TARGET
     for p in "${PIDS[@]}"; do [ "$p" = "$ORIGIN_PID" ] || alive+=("$p"); done
     PIDS=("${alive[@]}") # never signal a reused pid at cleanup
     start_origin "$ORIGIN_PORT"
+    # The proxies may have marked the worker down meanwhile: wait until every path answers.
+    local t i
+    for t in "${TARGETS[@]}"; do
+      available "$t" || continue
+      for i in $(seq 100); do [ "$(http_code "${BASE[$t]}$ORIGIN_PATH")" = 200 ] && break; sleep 0.2; done
+    done
   fi
   local pid=${PROXY_PID[$1]}
   if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
@@ -357,13 +411,16 @@ http_run() { # http_run TARGET REP
   for attempt in $(seq 0 "$MAX_RETRIES"); do
     check_alive "$target"
     url=${BASE[$target]}$ORIGIN_PATH
-    "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    run_load "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
     wait_quiet "$pid"
     out=$RUN_DIR/wrk-$target-$rep-$attempt.txt
     snap "$pid"
-    "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$url" >"$out" 2>&1 || true
+    run_load "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$url" >"$out" 2>&1 || true
     settle "$pid"
-    local reqs rps p50 p99 non2xx errors cpu=null origin_cpu=null invalid=""
+    # Portico's access log grows by ~50 MB a run; dropping it keeps its write-back (kernel
+    # threads, counted as other load) out of the next runs. It is opened for appending.
+    : >"$RUN_DIR/portico-access.log"
+    local reqs rps p50 p99 non2xx errors cpu=null origin_cpu=null load_cpu=null invalid=""
     reqs=$(awk '/requests in/ {print $1}' "$out"); reqs=${reqs:-0}
     rps=$(awk '/^Requests\/sec/ {print $2}' "$out"); rps=${rps:-0}
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
@@ -373,15 +430,16 @@ http_run() { # http_run TARGET REP
     if [ "$reqs" -gt 0 ]; then
       [ -n "$pid" ] && cpu=$(awk -v c="$D_PROXY_NS" -v r="$reqs" 'BEGIN { printf "%.2f", c / r / 1000 }')
       origin_cpu=$(awk -v c="$D_ORIGIN_NS" -v r="$reqs" 'BEGIN { printf "%.2f", c / r / 1000 }')
+      load_cpu=$(awk -v c="$D_LOAD_NS" -v r="$reqs" 'BEGIN { printf "%.2f", c / r / 1000 }')
     fi
     if [ "$reqs" = 0 ]; then invalid="no request completed"
     elif [ "$non2xx" != 0 ]; then invalid="$non2xx non-2xx answers"
     elif [ "$errors" != 0 ]; then invalid="$errors socket errors"
     fi
     decide "$invalid" "$attempt"
-    printf '{"scenario":"http","target":"%s","rep":%d,"attempt":%d,"kept":%s,"valid":%s,"noisy":%s,"secs":%s,"requests":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"cpu_us":%s,"origin_cpu_us":%s,"other_pct":%s,"non2xx":%d,"socket_errors":%d}\n' \
+    printf '{"scenario":"http","target":"%s","rep":%d,"attempt":%d,"kept":%s,"valid":%s,"noisy":%s,"secs":%s,"requests":%d,"rps":%s,"p50_ms":%s,"p99_ms":%s,"cpu_us":%s,"origin_cpu_us":%s,"wrk_cpu_us":%s,"other_pct":%s,"non2xx":%d,"socket_errors":%d}\n' \
       "$target" "$rep" "$attempt" "$KEPT" "$([ -z "$invalid" ] && echo true || echo false)" "$NOISY" "$D_SECS" \
-      "$reqs" "$rps" "$p50" "$p99" "$cpu" "$origin_cpu" "$OTHER_PCT" "$non2xx" "$errors" >>"$RESULTS"
+      "$reqs" "$rps" "$p50" "$p99" "$cpu" "$origin_cpu" "$load_cpu" "$OTHER_PCT" "$non2xx" "$errors" >>"$RESULTS"
     log "http rep $rep $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU $cpu µs/req, other load $OTHER_PCT%$DISCARD_NOTE"
     [ $KEPT = true ] && return 0
   done
@@ -406,7 +464,7 @@ sse_run() { # sse_run TARGET REP
     wait_quiet "$pid"
     out=$RUN_DIR/sse-$target-$rep-$attempt.json
     snap "$pid"
-    "${PIN_LOAD[@]}" "$BIN/ssebench" --url "$url" --streams "$SSE_STREAMS" --events "$SSE_EVENTS" \
+    run_load "${PIN_LOAD[@]}" "$BIN/ssebench" --url "$url" --streams "$SSE_STREAMS" --events "$SSE_EVENTS" \
       --ramp-ms "$SSE_INTERVAL_MS" --timeout-seconds 120 >"$out" 2>"$out.err" || true
     settle "$pid"
     local json events failed cpu=null invalid=""
@@ -454,14 +512,14 @@ NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's|^nginx version: ||')
 WRK_VERSION=$( (wrk -v 2>&1 || true) | head -n1 | awk '{print $1, $2}')
 export RESULTS OUT START_TIME PINNING NGINX_VERSION WRK_VERSION PORTICO_STATUS PORTICO_NOTE
 export REPS SECS CONNS WARMUP SSE_REPS SSE_STREAMS SSE_EVENTS SSE_INTERVAL_MS NOISE_PCT MAX_RETRIES
-export PORTICO_THREADS ORIGIN_PATH PORTICO_PREFIX ORIGIN_RESTARTS QUIET_WAIT RUN_DIR
+export PORTICO_THREADS ORIGIN_PATH PORTICO_PREFIX ORIGIN_RESTARTS QUIET_WAIT QUIET_BUDGET RUN_DIR
 export SCENARIOS_RUN="${SCENARIOS[*]}"
 export MACHINE_CPUS=$(nproc)
 export MACHINE_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 export MACHINE_KERNEL=$(uname -r)
 export MACHINE_OS=$( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null || echo unknown)
 export RUSTC_VERSION=$(rustc -V 2>/dev/null || echo unknown)
-export GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- gateway bench 2>/dev/null || echo '+changes')
+export GIT_REV
 export NGINX_CONF_TEXT=$(cat "$RUN_DIR/nginx.conf")
 export PORTICO_CONF_TEXT=$(cat "$RUN_DIR/portico.toml")
 mkdir -p "$(dirname "$OUT")"
@@ -500,6 +558,12 @@ def ratio(a, b):
 
 def not_available(target):
     return target == "portico" and env["PORTICO_STATUS"] != "200"
+
+
+def norm(r):
+    """Proxy CPU per request over wrk's CPU per request in the same run."""
+    c, w = r.get("cpu_us"), r.get("wrk_cpu_us")
+    return c / w if c and w else None
 
 
 def by_target(scenario):
@@ -565,20 +629,30 @@ def http_section():
         "Proxy CPU is the proxy process's CPU time (all threads, nginx's worker included) "
         "during the run divided by the requests wrk completed.",
         "",
-        "| path | requests/s | p50 ms | p99 ms | proxy CPU µs/request | CPU vs nginx |",
-        "|---|---|---|---|---|---|",
+        "The last two columns divide the proxy's CPU per request by wrk's own CPU per request in "
+        "the same run: the machine's speed drifts from run to run (host contention, invisible "
+        "as steal), moving every process's cost in step, and this ratio cancels it.",
+        "",
+        "| path | requests/s | p50 ms | p99 ms | proxy CPU µs/request | CPU vs nginx "
+        "| proxy CPU ÷ wrk CPU | that vs nginx |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     nginx_cpu = med(r["cpu_us"] for r in t.get("nginx", []))
+    nginx_norm = med(norm(r) for r in t.get("nginx", []))
     for target in order:
         if not_available(target):
-            lines.append(f"| {names[target]} | not available | | | | |")
+            lines.append(f"| {names[target]} | not available | | | | | | |")
             continue
         rs = t.get(target, [])
         cpu = med(r["cpu_us"] for r in rs)
+        nrm = med(norm(r) for r in rs)
+        proxy = target != "direct"
         lines.append(
             f"| {names[target]} | {rng([r['rps'] for r in rs], 0)} | {fmt(med(r['p50_ms'] for r in rs), 3)} "
             f"| {rng([r['p99_ms'] for r in rs], 3)} | {rng([r['cpu_us'] for r in rs], 1)} "
-            f"| {ratio(cpu, nginx_cpu) if target != 'direct' else '—'} |"
+            f"| {ratio(cpu, nginx_cpu) if proxy else '—'} "
+            f"| {rng([norm(r) for r in rs], 2) if proxy else '—'} "
+            f"| {ratio(nrm, nginx_norm) if proxy else '—'} |"
         )
     lines.append("")
     if not_available("portico"):
@@ -587,19 +661,25 @@ def http_section():
         pc = {r["rep"]: r["cpu_us"] for r in t.get("portico", [])}
         nc = {r["rep"]: r["cpu_us"] for r in t.get("nginx", [])}
         paired = [pc[k] / nc[k] for k in pc if k in nc and pc[k] and nc[k]]
-        if paired:
+        pn = {r["rep"]: norm(r) for r in t.get("portico", [])}
+        nn = {r["rep"]: norm(r) for r in t.get("nginx", [])}
+        paired_norm = [pn[k] / nn[k] for k in pn if k in nn and pn[k] and nn[k]]
+        if paired and paired_norm:
             lines.append(
                 f"**Portico / nginx CPU per request: {ratio(med(r['cpu_us'] for r in t.get('portico', [])), nginx_cpu)}** "
-                f"(ratio of the medians; per repetition {min(paired):.2f}×–{max(paired):.2f}×)."
+                f"(ratio of the medians; per repetition {min(paired):.2f}×–{max(paired):.2f}×); "
+                f"**normalized by wrk's CPU: {ratio(med(pn.values()), nginx_norm)}** "
+                f"(per repetition {min(paired_norm):.2f}×–{max(paired_norm):.2f}×)."
             )
     lines += ["", discard_line("http"), ""]
     lines += raw_table(
         "http",
         ["path", "rep", "try", "kept", "req/s", "p50 ms", "p99 ms", "proxy CPU µs/req",
-         "origin CPU µs/req", "other load % of a core", "non-2xx", "socket errors"],
+         "origin CPU µs/req", "wrk CPU µs/req", "other load % of a core", "non-2xx", "socket errors"],
         lambda r: [names[r["target"]], r["rep"], r["attempt"], verdict(r),
                    fmt(r["rps"], 0), r["p50_ms"], r["p99_ms"], fmt(r["cpu_us"], 2),
-                   fmt(r["origin_cpu_us"], 2), r["other_pct"], r["non2xx"], r["socket_errors"]],
+                   fmt(r["origin_cpu_us"], 2), fmt(r.get("wrk_cpu_us"), 2), r["other_pct"],
+                   r["non2xx"], r["socket_errors"]],
     )
     return lines
 
@@ -699,17 +779,26 @@ each scenario (`scripts/bench.sh http` re-runs only scenario 1 and keeps the oth
   completed. On a shared machine it is far steadier than requests/s or latency, which move
   with whatever else runs. Lower is better; the ratio Portico / nginx from the same run is
   what counts, not the absolute figure.
+- **Normalized by the load generator.** Even so, this virtual machine's speed drifts from
+  run to run by ±25% (contention on the host, not visible as steal time): the proxy's,
+  the origin's and wrk's CPU per request rise and fall together. wrk does the same work on
+  every path, so the proxy's CPU per request divided by wrk's in the same run cancels the
+  drift; that ratio (and Portico's over nginx's) is the steadiest figure here: it moved by
+  ±3–10% between repetitions where the raw figure moved by ±20–30%. Both are reported.
 - **Same origin, same load, same run.** The origin is `fakeworker` (docs/fakeworker.md) with
   its access log and request recording off. Paths are measured interleaved, each repetition
   starting one path later than the previous, and reported as median and range.
 - **Pinning.** On 2 CPUs the proxy runs alone on CPU 1; origin and load generator share
   CPU 0, so the proxy's figure is not disturbed by the load it serves.
-- **Noise control.** `/proc/stat` gives the busy time of the whole machine during a run;
-  minus what the measured processes used (proxy, origin, wrk or ssebench), the rest is other
-  load. A run with other load above the threshold is discarded and repeated (at most twice;
-  a third noisy run is kept and flagged). This machine is shared: other sessions build and
-  test on it, and a virtual machine's CPU can be taken by its host (steal time, counted as
-  other load). Expect ±10–15% between runs; ratios from the same run hold better.
+- **Noise control.** `/proc/stat` gives the busy time of the CPUs a run uses (CPU 0, and
+  CPU 1 when a proxy runs there); minus what the measured processes used (proxy, origin, wrk
+  or ssebench), the rest is other load. Before each run the script waits (up to 10 s, 2 min
+  in all) for the other load to drop; a run with other load above the threshold anyway is
+  discarded and repeated (at most twice; a third noisy run is kept and flagged). A run with
+  errors (non-2xx answers, socket errors, failed streams) is repeated the same way and never
+  counted. This machine is shared: other sessions build and test on it, and a virtual
+  machine's CPU can be taken by its host (steal time, counted as other load). The raw table
+  under each scenario shows every try with its other load.
 - **The peer.** nginx is a plain streaming reverse proxy: one worker, `proxy_buffering off`,
   HTTP/1.1 keep-alive upstream pool (64), keep-alive request limits lifted (nginx would
   otherwise reopen every client and upstream connection after 1000 requests), no access log.
@@ -736,9 +825,12 @@ SETUP = f"""## Setup of the last run
   {env['PORTICO_THREADS']}`, access log to a file. Requests go to `{env['PORTICO_PREFIX']}/<path>`.
 - nginx: `nginx -p <run>/nginx -e <run>/nginx/error.log -c nginx.conf -g 'daemon off;'`, from
   [bench/peers/nginx.conf.template](../bench/peers/nginx.conf.template).
-- Load: `wrk -t1 -c{env['CONNS']} -d{env['SECS']}s --latency http://127.0.0.1:<port><path>`;
-  `ssebench --url 'http://127.0.0.1:<port><path>/sse?events={env['SSE_EVENTS']}&interval_ms={env['SSE_INTERVAL_MS']}' --streams {env['SSE_STREAMS']} --events {env['SSE_EVENTS']} --ramp-ms {env['SSE_INTERVAL_MS']}`.
-- Noise threshold: other load above {env['NOISE_PCT']}% of one core during a run.
+- Load (`<prefix>` is empty for direct and for nginx, `{env['PORTICO_PREFIX']}` for Portico):
+  `wrk -t1 -c{env['CONNS']} -d{env['SECS']}s --latency http://127.0.0.1:<port><prefix>{env['ORIGIN_PATH']}`;
+  `ssebench --url 'http://127.0.0.1:<port><prefix>/sse?events={env['SSE_EVENTS']}&interval_ms={env['SSE_INTERVAL_MS']}' --streams {env['SSE_STREAMS']} --events {env['SSE_EVENTS']} --ramp-ms {env['SSE_INTERVAL_MS']}`.
+- Noise threshold: other load above {env['NOISE_PCT']}% of one core during a run; up to
+  {env['QUIET_WAIT']} s waited for quiet before each run ({env['QUIET_BUDGET']} s in all);
+  {env['MAX_RETRIES']} repeats at most.
 - Re-run: `scripts/bench.sh` (all), `scripts/bench.sh http`, `scripts/bench.sh sse`;
   `BENCH_REPS`, `BENCH_SECONDS`, `BENCH_SSE_STREAMS` and more at the top of the script.
 

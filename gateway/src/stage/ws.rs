@@ -206,6 +206,7 @@ impl Session {
         tokio::pin!(shutdown);
 
         // What each side is told when the session ends, unless it closed it itself.
+        let mut client_broke_protocol = false;
         let (to_client, to_worker): (Option<CloseFrame>, Option<CloseFrame>) = loop {
             let (side, next) = tokio::select! {
                 next = client_rx.next() => (Side::Client, next),
@@ -221,7 +222,14 @@ impl Session {
             };
             let message = match next {
                 Some(Ok(message)) => message,
-                Some(Err(err)) => break failure(side, &err),
+                Some(Err(err)) => {
+                    client_broke_protocol = side == Side::Client
+                        && matches!(
+                            err,
+                            WsError::Protocol(_) | WsError::Utf8(_) | WsError::Capacity(_)
+                        );
+                    break failure(side, &err);
+                }
                 None => break failure(side, &WsError::ConnectionClosed),
             };
             idle.as_mut()
@@ -272,12 +280,32 @@ impl Session {
             }
         };
 
+        if client_broke_protocol {
+            // The client's valid messages before the bad frame are already with the worker;
+            // its answers to them are owed to the client before the client is closed, as a
+            // direct connection would have delivered them.
+            if let Some(frame) = to_worker.clone() {
+                let _ = worker_tx.send(Message::Close(Some(frame))).await;
+            }
+            let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+                while let Some(Ok(message)) = worker_rx.next().await {
+                    if let Message::Text(_) | Message::Binary(_) = message {
+                        let len = message.len() as u64;
+                        metrics.ws_message(1, len);
+                        summary.count(false, len);
+                        if client_tx.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+            .await;
+        } else if let Some(frame) = to_worker.clone() {
+            let _ = worker_tx.send(Message::Close(Some(frame))).await;
+        }
         if let Some(frame) = to_client {
             summary.close_code.get_or_insert(u16::from(frame.code));
             let _ = client_tx.send(Message::Close(Some(frame))).await;
-        }
-        if let Some(frame) = to_worker {
-            let _ = worker_tx.send(Message::Close(Some(frame))).await;
         }
         // Let both sides finish the closing handshake, briefly.
         let _ = tokio::time::timeout(CLOSE_DRAIN, async {
