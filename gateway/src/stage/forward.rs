@@ -78,29 +78,15 @@ pub async fn send(
     let guard = worker.guard();
     let timeouts = &endpoint.config.timeouts;
     let sent_at = Instant::now();
-    let (response, pooled) = match endpoint.config.workers.protocol {
+    let (exchanged, pooled) = match endpoint.config.workers.protocol {
         WorkerProtocol::Http1 => {
             let mut conn = match pool::checkout_http1(worker, timeouts.connect).await {
                 Ok(conn) => conn,
                 Err(kind) => return Err(not_sent(endpoint, worker, request, kind)),
             };
             let exchange = conn.sender().try_send_request(request);
-            match tokio::time::timeout(timeouts.first_byte, exchange).await {
-                Ok(Ok(response)) => (response, Some(conn)),
-                Ok(Err(mut err)) => match err.take_message() {
-                    // The pooled connection closed before the request was written.
-                    Some(request) => {
-                        return Err(not_sent(
-                            endpoint,
-                            worker,
-                            request,
-                            UpstreamErrorKind::Reset,
-                        ));
-                    }
-                    None => return Err(Failure::Failed(failed(endpoint, worker, record))),
-                },
-                Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
-            }
+            let exchanged = tokio::time::timeout(timeouts.first_byte, exchange).await;
+            (exchanged, Some(conn))
         }
         WorkerProtocol::H2c => {
             let mut sender = match pool::checkout_http2(worker, timeouts.connect).await {
@@ -110,23 +96,23 @@ pub async fn send(
             *request.uri_mut() = absolute(request.uri(), worker);
             *request.version_mut() = Version::HTTP_2;
             request.headers_mut().remove(header::HOST);
-            match tokio::time::timeout(timeouts.first_byte, sender.try_send_request(request)).await
-            {
-                Ok(Ok(response)) => (response, None),
-                Ok(Err(mut err)) => match err.take_message() {
-                    Some(request) => {
-                        return Err(not_sent(
-                            endpoint,
-                            worker,
-                            request,
-                            UpstreamErrorKind::Reset,
-                        ));
-                    }
-                    None => return Err(Failure::Failed(failed(endpoint, worker, record))),
-                },
-                Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
-            }
+            let exchange = sender.try_send_request(request);
+            (
+                tokio::time::timeout(timeouts.first_byte, exchange).await,
+                None,
+            )
         }
+    };
+    let response = match exchanged {
+        Ok(Ok(response)) => response,
+        Ok(Err(mut err)) => {
+            return Err(match err.take_message() {
+                // The connection closed before the request was written.
+                Some(request) => not_sent(endpoint, worker, request, UpstreamErrorKind::Reset),
+                None => Failure::Failed(failed(endpoint, worker, record)),
+            });
+        }
+        Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
     };
     let first_byte = sent_at.elapsed();
     record.first_byte = Some(first_byte);
