@@ -743,51 +743,7 @@ impl Http1 {
 
     /// Reads a response head (skipping `1xx` heads) and works out the body framing.
     pub fn read_head(&mut self) {
-        loop {
-            let status_line = self
-                .line()
-                .unwrap_or_else(|end| panic!("no response head: {end:?}"));
-            let status = status_line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-            let mut headers = Vec::new();
-            loop {
-                let line = self
-                    .line()
-                    .unwrap_or_else(|end| panic!("response head cut short: {end:?}"));
-                if line.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-                }
-            }
-            if (100..200).contains(&status) {
-                continue;
-            }
-            self.status = status;
-            self.headers = headers;
-            break;
-        }
-        let chunked = self
-            .header("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        let length = self
-            .header("content-length")
-            .and_then(|v| v.parse::<usize>().ok());
-        self.framing = if chunked {
-            Framing::Chunked
-        } else if let Some(n) = length {
-            Framing::Length(n)
-        } else if self.status == 204 || self.status == 304 {
-            Framing::Length(0)
-        } else {
-            Framing::Close
-        };
-        self.end = None;
-        self.pending.clear();
+        while (100..200).contains(&self.read_any_head()) {}
     }
 
     /// The first value of header `name` (lower case) in the last head.
