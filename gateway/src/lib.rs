@@ -19,7 +19,8 @@
 //! - `body`: streaming request and response bodies.
 //! - `headers`: hop-by-hop removal and forwarding headers.
 //! - `health`: active health probes.
-//! - `metrics`, `accesslog`: Prometheus metrics and the JSON access log.
+//! - `metrics`, `accesslog`: Prometheus metrics and the JSON access log (written by
+//!   `jsonline`).
 //! - `admin`: the admin listener.
 //! - `error`: [`error::ProxyError`] and its one mapping to a JSON response.
 //! - `runtime`: executors for the current-thread runtimes.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod health;
+pub mod jsonline;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

@@ -100,8 +100,8 @@ impl Record {
             status: self.status,
             bytes_in: self.stats.bytes_in.get(),
             bytes_out,
-            duration_ms: millis(duration),
-            first_byte_ms: self.first_byte.map(millis),
+            duration,
+            first_byte: self.first_byte,
             completed,
             error: self.error,
             ws_messages_in: self.ws.map(|ws| ws.messages_in),
@@ -111,11 +111,6 @@ impl Record {
             ws_close_code: self.ws.and_then(|ws| ws.close_code),
         });
     }
-}
-
-fn millis(d: Duration) -> f64 {
-    // Microsecond precision is plenty and keeps lines short.
-    (d.as_micros() as f64) / 1000.0
 }
 
 fn version_str(version: Version) -> &'static str {
