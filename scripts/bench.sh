@@ -120,7 +120,7 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
   echo "$ROOT/target")
 BIN=$TARGET_DIR/release
-for b in portico fakeworker ssebench; do
+for b in portico fakeworker ssebench refproxy; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build failed?)"
 done
 
@@ -253,6 +253,15 @@ for _ in $(seq 100); do [ "$(http_code "$NGINX_URL$ORIGIN_PATH")" = 200 ] && bre
 [ "$(http_code "$NGINX_URL$ORIGIN_PATH")" = 200 ] || die "nginx does not proxy (see $RUN_DIR/nginx/error.log)"
 log "nginx: pid $NGINX_PID on $NGINX_URL"
 
+# The hyper floor: refproxy (bench/src/bin/refproxy.rs), the per-core hyper design of
+# shared/PERFORMANCE.md with nothing else. Portico's distance to it is what Portico's own
+# stages cost; its distance to nginx is what hyper itself costs.
+start floor "${PIN_PROXY[@]}" -- "$BIN/refproxy" --upstream "127.0.0.1:$ORIGIN_PORT"
+FLOOR_PID=$LAST_PID
+line=$(wait_line "$FLOOR_PID" "$RUN_DIR/floor.out" '^listening on ') || die "refproxy did not start"
+FLOOR_URL=http://${line#listening on }
+log "floor: refproxy pid $FLOOR_PID on $FLOOR_URL"
+
 # Is Portico's data plane there? Give its first health probe a few seconds.
 PORTICO_STATUS=000
 for _ in $(seq 50); do
@@ -269,9 +278,9 @@ else
 fi
 
 # Paths: name, base URL, the process whose CPU is the proxy's (none for direct).
-TARGETS=(direct portico nginx)
-declare -A BASE=([direct]=$ORIGIN [portico]=$PORTICO$PORTICO_PREFIX [nginx]=$NGINX_URL)
-declare -A PROXY_PID=([direct]="" [portico]=$PORTICO_PID [nginx]=$NGINX_PID)
+TARGETS=(direct portico nginx floor)
+declare -A BASE=([direct]=$ORIGIN [portico]=$PORTICO$PORTICO_PREFIX [nginx]=$NGINX_URL [floor]=$FLOOR_URL)
+declare -A PROXY_PID=([direct]="" [portico]=$PORTICO_PID [nginx]=$NGINX_PID [floor]=$FLOOR_PID)
 available() { [ "$1" != portico ] || [ "$PORTICO_STATUS" = 200 ]; }
 
 # ---------------------------------------------------------------------------- measures
@@ -531,8 +540,9 @@ env = os.environ
 rows = [json.loads(line) for line in open(env["RESULTS"]) if line.strip()]
 # Used for the figures: the last try of each run, unless it was invalid (errors, failed streams).
 kept = [r for r in rows if r["kept"] and r["valid"]]
-names = {"direct": "direct (no proxy)", "portico": "Portico", "nginx": "nginx"}
-order = ["portico", "nginx", "direct"]
+names = {"direct": "direct (no proxy)", "portico": "Portico", "nginx": "nginx",
+         "floor": "hyper floor (refproxy)"}
+order = ["portico", "nginx", "floor", "direct"]
 pnote = env.get("PORTICO_NOTE", "")
 
 
@@ -806,6 +816,11 @@ each scenario (`scripts/bench.sh http` re-runs only scenario 1 and keeps the oth
   (with them nginx measured ~10% more CPU per request here): the plain proxy is the harder
   bar. Portico runs with `server.worker_threads = 1` for the per-core comparison and its
   access log written to a file.
+- **The floor.** `refproxy` (bench/src/bin/refproxy.rs) is the data-plane design Portico is
+  built on and nothing else: one current-thread runtime, hyper HTTP/1.1 on both sides,
+  upstream connections owned by the same thread. No routing, header rewriting, limits,
+  timeouts, metrics or access log. Portico over the floor is what Portico's own stages
+  cost; the floor over nginx is what hyper and tokio cost.
 - **SSE delay.** `ssebench` (bench/src/bin/ssebench.rs) opens one HTTP/1.1 connection per
   stream and, for every event, subtracts the origin's `sent_at_us` timestamp from its own
   receive time (same machine clock). Added delay = through a proxy − direct.
