@@ -1,6 +1,7 @@
 //! Port ranges of inbound rules.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::ParseError;
 
@@ -57,6 +58,40 @@ impl fmt::Display for PortRange {
     }
 }
 
+impl FromStr for PortRange {
+    type Err = ParseError;
+
+    /// Parses `443`, `8000-8100` or `all` (case-insensitive), the forms [`Display`] writes
+    /// plus `all`.
+    ///
+    /// [`Display`]: fmt::Display
+    fn from_str(text: &str) -> Result<PortRange, ParseError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(PortRange::ALL);
+        }
+        // Digits only: `u32::from_str` would also take `+80`.
+        let number = |part: &str| {
+            let part = part.trim();
+            Some(part)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u32>().ok())
+                .ok_or_else(|| ParseError::Port(text.to_string()))
+        };
+        let (lo, hi) = match text.split_once('-') {
+            Some((lo, hi)) => (number(lo)?, number(hi)?),
+            None => {
+                let port = number(text)?;
+                (port, port)
+            }
+        };
+        PortRange::new(lo, hi)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +105,43 @@ mod tests {
         assert!(PortRange::new(0, 10).is_err());
         assert!(PortRange::new(10, 9).is_err());
         assert!(PortRange::new(1, 65536).is_err());
+    }
+
+    /// `N`, `LO-HI` and `all` parse; what `Display` writes parses back to the same range.
+    #[test]
+    fn parses_and_round_trips() {
+        let parse = |text: &str| text.parse::<PortRange>();
+        assert_eq!(parse("443"), PortRange::new(443, 443));
+        assert_eq!(parse(" 8000 - 8100 "), PortRange::new(8000, 8100));
+        assert_eq!(parse("ALL"), Ok(PortRange::ALL));
+        assert_eq!(parse("1-65535"), Ok(PortRange::ALL));
+        assert_eq!(parse("65535"), PortRange::new(65535, 65535));
+        for range in [PortRange::ALL, PortRange::new(1, 1).unwrap()] {
+            assert_eq!(parse(&range.to_string()), Ok(range));
+        }
+        assert_eq!(parse(""), Err(ParseError::Empty));
+        assert_eq!(parse("0"), Err(ParseError::PortRange { lo: 0, hi: 0 }));
+        assert_eq!(
+            parse("90-80"),
+            Err(ParseError::PortRange { lo: 90, hi: 80 })
+        );
+        assert_eq!(
+            parse("65536"),
+            Err(ParseError::PortRange {
+                lo: 65536,
+                hi: 65536
+            })
+        );
+        for bad in [
+            "+80",
+            "80-",
+            "-80",
+            "80-90-100",
+            "http",
+            "99999999999",
+            "8 0",
+        ] {
+            assert!(matches!(parse(bad), Err(ParseError::Port(_))), "{bad}");
+        }
     }
 }
