@@ -16,6 +16,8 @@ apt_packages=()
 command -v python3 >/dev/null || apt_packages+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 command -v promtool >/dev/null || apt_packages+=(prometheus)   # promtool checks /metrics
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_packages+=(haproxy)   # a real PROXY v2 peer
+command -v openssl >/dev/null || apt_packages+=(openssl)   # test certificates
 if [ ${#apt_packages[@]} -gt 0 ]; then
     step "installing Debian packages: ${apt_packages[*]}"
     sudo_cmd=""

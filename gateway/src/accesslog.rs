@@ -53,6 +53,8 @@ pub struct Line<'a> {
     pub endpoint: Option<&'a str>,
     /// Worker `host:port`, when one was picked.
     pub worker: Option<&'a str>,
+    /// The name of the token that authenticated the request (never the token itself).
+    pub caller: Option<&'a str>,
     /// Status sent to the client.
     pub status: u16,
     /// Request body bytes received.
@@ -98,6 +100,7 @@ impl Line<'_> {
             .opt_str("project", self.project)
             .opt_str("endpoint", self.endpoint)
             .opt_str("worker", self.worker)
+            .opt_str("caller", self.caller)
             .u64("status", u64::from(self.status))
             .u64("bytes_in", self.bytes_in)
             .u64("bytes_out", self.bytes_out)

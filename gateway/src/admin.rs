@@ -1,11 +1,16 @@
 //! The admin listener: `/healthz` and Prometheus `/metrics` (the admin API grows here).
+//!
+//! With `server.admin_token_sha256` set, every route but `/healthz` needs
+//! `Authorization: Bearer <admin token>` (`/metrics` too, unless `server.metrics_public`);
+//! without it the admin API is open, and the daemon warns when it listens beyond loopback.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -34,6 +39,10 @@ pub async fn serve(
         )
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            require_admin_token,
+        ))
         .with_state(Admin { shared, metrics });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -51,6 +60,62 @@ async fn render_metrics(State(admin): State<Admin>) -> impl IntoResponse {
         )],
         admin.metrics.render(),
     )
+}
+
+/// The admin token check, in front of every route.
+async fn require_admin_token(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let access = shared.access.load();
+    let path = request.uri().path();
+    let open = access.admin_token.is_none()
+        || path == "/healthz"
+        || (path == "/metrics" && access.metrics_public);
+    if open || bearer(request.headers()).is_some_and(|token| access.is_admin(token)) {
+        drop(access);
+        return next.run(request).await;
+    }
+    let missing = bearer(request.headers()).is_none();
+    let (code, message, challenge) = if missing {
+        (
+            "missing_token",
+            "missing bearer token: send `Authorization: Bearer <admin token>`",
+            "Bearer realm=\"portico-admin\"",
+        )
+    } else {
+        (
+            "invalid_token",
+            "invalid admin token",
+            "Bearer realm=\"portico-admin\", error=\"invalid_token\"",
+        )
+    };
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({
+            "error": {"message": message, "type": "authentication_error", "code": code}
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// The token of exactly one `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -25,11 +25,14 @@ use crate::config::Server;
 use crate::framing::FramingGuard;
 use crate::listen;
 use crate::pipeline::{self, Connection, Shared};
+use crate::proxyproto::{self, Header};
 use crate::runtime::LocalExec;
 use crate::stage::ws;
 
 /// How long a client may take to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a trusted proxy may take to send the PROXY protocol header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A configured listener with one socket per data-plane thread.
 pub struct DataListener {
@@ -41,6 +44,8 @@ pub struct DataListener {
     pub sockets: Vec<StdListener>,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl DataListener {
@@ -54,6 +59,7 @@ impl DataListener {
         socket: StdListener,
         threads: usize,
         tls: Option<TlsAcceptor>,
+        proxy_protocol: bool,
     ) -> io::Result<DataListener> {
         let addr = socket.local_addr()?;
         let mut sockets = Vec::with_capacity(threads);
@@ -70,6 +76,7 @@ impl DataListener {
             name,
             sockets,
             tls,
+            proxy_protocol,
         })
     }
 }
@@ -84,11 +91,19 @@ struct ThreadShared {
 struct ListenerInfo {
     index: usize,
     name: Rc<str>,
+    port: u16,
     tls: Option<TlsAcceptor>,
+    proxy_protocol: bool,
 }
 
 /// One thread's share of a listener, as handed to the thread.
-type Share = (usize, String, StdListener, Option<TlsAcceptor>);
+struct Share {
+    index: usize,
+    name: String,
+    socket: StdListener,
+    tls: Option<TlsAcceptor>,
+    proxy_protocol: bool,
+}
 
 /// Starts `threads` data-plane threads serving `listeners` until `stop` turns true; each
 /// then drains its connections for up to `server.grace_period_seconds`.
@@ -102,12 +117,13 @@ pub fn start(
     let mut shares: Vec<Vec<Share>> = (0..threads).map(|_| Vec::new()).collect();
     for listener in listeners {
         for (thread, socket) in listener.sockets.into_iter().enumerate() {
-            shares[thread].push((
-                listener.index,
-                listener.name.clone(),
+            shares[thread].push(Share {
+                index: listener.index,
+                name: listener.name.clone(),
                 socket,
-                listener.tls.clone(),
-            ));
+                tls: listener.tls.clone(),
+                proxy_protocol: listener.proxy_protocol,
+            });
         }
     }
     let mut handles = Vec::with_capacity(threads);
@@ -146,7 +162,14 @@ async fn serve_thread(
     let builder = Rc::new(connection_builder(&server));
 
     let mut accepting = Vec::new();
-    for (index, name, socket, tls) in share {
+    for Share {
+        index,
+        name,
+        socket,
+        tls,
+        proxy_protocol,
+    } in share
+    {
         let socket = match TcpListener::from_std(socket) {
             Ok(socket) => socket,
             Err(err) => {
@@ -154,10 +177,13 @@ async fn serve_thread(
                 continue;
             }
         };
+        let port = socket.local_addr().map_or(0, |addr| addr.port());
         let info = Rc::new(ListenerInfo {
             index,
             name: Rc::from(name.as_str()),
+            port,
             tls,
+            proxy_protocol,
         });
         accepting.push(tokio::task::spawn_local(accept_loop(
             socket,
@@ -262,12 +288,18 @@ async fn serve_connection(
     builder: Rc<auto::Builder<LocalExec>>,
     watcher: Watcher,
 ) {
+    let Some((addr, proxied)) = client_address(&stream, peer, &listener, &shared).await else {
+        return;
+    };
     let framing_conflict = Arc::new(AtomicBool::new(false));
     let stream = FramingGuard::new(stream, Arc::clone(&framing_conflict));
     let conn = Connection {
         listener: listener.index,
         listener_name: Rc::clone(&listener.name),
+        port: listener.port,
         peer,
+        addr,
+        proxied,
         scheme: if listener.tls.is_some() {
             "https"
         } else {
@@ -284,6 +316,34 @@ async fn serve_connection(
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
+        }
+    }
+}
+
+/// The connection's client address: the TCP peer, or on a PROXY protocol listener the
+/// header's source (true when it came from a header). `None`: the connection is refused.
+async fn client_address(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    listener: &ListenerInfo,
+    shared: &ThreadShared,
+) -> Option<(IpAddr, bool)> {
+    let peer_ip = ipfilter::normalize(peer.ip());
+    if !listener.proxy_protocol {
+        return Some((peer_ip, false));
+    }
+    // A PROXY header is believed only from a trusted proxy: anyone else could name any
+    // address. Untrusted peers are refused outright, header or not.
+    if !shared.shared.access.load().is_trusted(peer_ip) {
+        tracing::debug!(%peer, listener = %listener.name, "PROXY protocol listener: peer is not a trusted proxy; refused");
+        return None;
+    }
+    match proxyproto::read_header(stream, PROXY_HEADER_TIMEOUT).await {
+        Ok(Header::Proxied { source, .. }) => Some((ipfilter::normalize(source.ip()), true)),
+        Ok(Header::Local) => Some((peer_ip, false)),
+        Err(err) => {
+            tracing::debug!(%peer, listener = %listener.name, error = %err, "bad PROXY protocol header; refused");
+            None
         }
     }
 }

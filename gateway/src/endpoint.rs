@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::config;
+use arc_swap::ArcSwap;
+
+use crate::access::EndpointAccess;
+use crate::config::{self, Config};
 use crate::metrics::EndpointMetrics;
 use crate::worker::{Worker, WorkerId};
 
@@ -23,11 +26,15 @@ pub struct Endpoint {
     cursor: AtomicUsize,
     /// Pre-resolved metric handles.
     pub metrics: EndpointMetrics,
+    /// Security groups and tokens in force, replaced whole by a reload.
+    pub access: ArcSwap<EndpointAccess>,
 }
 
 impl Endpoint {
-    /// Builds the run-time endpoint; `listener_names` are all configured listeners in order.
-    pub fn new(config: config::Endpoint, listener_names: &[String]) -> Endpoint {
+    /// Builds the run-time endpoint of `config`, which belongs to `whole` (its groups and
+    /// project); `listener_names` are all configured listeners in order.
+    pub fn new(whole: &Config, config: config::Endpoint, listener_names: &[String]) -> Endpoint {
+        let access = ArcSwap::from_pointee(EndpointAccess::build(whole, &config));
         let workers = match &config.workers.kind {
             config::WorkerKind::Static { urls } => urls
                 .iter()
@@ -53,6 +60,7 @@ impl Endpoint {
             workers,
             cursor: AtomicUsize::new(0),
             metrics,
+            access,
         }
     }
 

@@ -23,6 +23,13 @@ pub enum ProxyError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Client: no valid project token.
+    #[error("{0}")]
+    Unauthorized(AuthFailure),
+    /// Client: the endpoint's security groups do not admit this source on this port. The
+    /// message says nothing more: a denied source learns nothing about the endpoint.
+    #[error("access denied")]
+    Denied,
     /// Client: the body is larger than the endpoint's `max_body_bytes`.
     #[error("request body is larger than the endpoint's limit of {limit} bytes")]
     BodyTooLarge {
@@ -46,12 +53,39 @@ pub enum ProxyError {
     WorkerTimeout,
 }
 
+/// Why a request has no valid project token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No Authorization header, or an empty one.
+    #[error("missing bearer token: send `Authorization: Bearer <project token>`")]
+    Missing,
+    /// An Authorization header that is not one well-formed `Bearer <token>`.
+    #[error("malformed Authorization header: {0}")]
+    Malformed(&'static str),
+    /// A well-formed token that is not one of the project's.
+    #[error("invalid bearer token")]
+    InvalidToken,
+}
+
+impl AuthFailure {
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3).
+    fn challenge(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "Bearer realm=\"portico\"",
+            AuthFailure::Malformed(_) => "Bearer realm=\"portico\", error=\"invalid_request\"",
+            AuthFailure::InvalidToken => "Bearer realm=\"portico\", error=\"invalid_token\"",
+        }
+    }
+}
+
 impl ProxyError {
     /// The status code the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Denied => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyWorker { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::WorkerUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -63,6 +97,8 @@ impl ProxyError {
     fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "not_found_error",
+            ProxyError::Unauthorized(_) => "authentication_error",
+            ProxyError::Denied => "permission_error",
             ProxyError::BadRequest { .. } | ProxyError::BodyTooLarge { .. } => {
                 "invalid_request_error"
             }
@@ -77,6 +113,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => "endpoint_not_found",
             ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::Unauthorized(AuthFailure::Missing) => "missing_token",
+            ProxyError::Unauthorized(AuthFailure::Malformed(_)) => "malformed_authorization",
+            ProxyError::Unauthorized(AuthFailure::InvalidToken) => "invalid_token",
+            ProxyError::Denied => "denied_by_security_group",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoHealthyWorker { .. } => "no_healthy_worker",
             ProxyError::WorkerUnavailable { .. } => "worker_unavailable",
@@ -99,6 +139,12 @@ pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     );
     if err.status() == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let ProxyError::Unauthorized(failure) = err {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(failure.challenge()),
+        );
     }
     if matches!(err, ProxyError::BadRequest { .. }) {
         // The connection's framing can no longer be trusted.
@@ -127,6 +173,22 @@ mod tests {
                 "endpoint_not_found",
             ),
             (ProxyError::BadRequest { reason: "r" }, 400, "bad_request"),
+            (
+                ProxyError::Unauthorized(AuthFailure::Missing),
+                401,
+                "missing_token",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::Malformed("m")),
+                401,
+                "malformed_authorization",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::InvalidToken),
+                401,
+                "invalid_token",
+            ),
+            (ProxyError::Denied, 403, "denied_by_security_group"),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (
                 ProxyError::NoHealthyWorker {
@@ -164,5 +226,19 @@ mod tests {
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
         let bad = error_response(&ProxyError::BadRequest { reason: "r" });
         assert_eq!(bad.headers()[header::CONNECTION], "close");
+        let invalid = error_response(&ProxyError::Unauthorized(AuthFailure::InvalidToken));
+        assert_eq!(
+            invalid.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"portico\", error=\"invalid_token\""
+        );
+        let missing = error_response(&ProxyError::Unauthorized(AuthFailure::Missing));
+        assert!(
+            missing.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let denied = error_response(&ProxyError::Denied);
+        assert!(!denied.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 }

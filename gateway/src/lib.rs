@@ -12,7 +12,10 @@
 //! - `dataplane`: thread-per-core runtimes, accept loops, client connections.
 //! - `pipeline`: the request path, stage by stage; the stages live in `stage/`.
 //! - `framing`: catches `Content-Length` + `Transfer-Encoding` request heads.
-//! - `tls`: rustls acceptors for TLS listeners.
+//! - `tls`: rustls acceptors for TLS listeners, with replaceable certificates.
+//! - `proxyproto`: PROXY protocol v1/v2 headers on listeners that require them.
+//! - `access`: security groups and tokens compiled per endpoint; trusted proxies.
+//! - `reload`: applies a new config to a running daemon (`SIGHUP`).
 //! - `routes`, `endpoint`, `worker`: the routing table, endpoints, workers and their
 //!   in-flight counters.
 //! - `upstream`: connections to workers and the per-thread pools.
@@ -26,6 +29,7 @@
 //! - `runtime`: executors for the current-thread runtimes.
 //! - `signal`, `logging`, `token`: signals, tracing set-up, token hashing.
 
+pub mod access;
 pub mod accesslog;
 pub mod admin;
 pub mod body;
@@ -42,6 +46,8 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod proxyproto;
+pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -48,7 +48,7 @@ fn serve(args: &gateway::cli::RunArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let shutdown = gateway::signal::install().context("installing signal handlers")?;
-        gateway::run(listeners, config, shutdown).await?;
+        gateway::run(listeners, config, Some(&args.config), shutdown).await?;
         Ok(())
     })
 }

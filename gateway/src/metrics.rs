@@ -61,6 +61,14 @@ fn describe() {
         "portico_upstream_errors_total",
         "Failures talking to workers, by kind."
     );
+    metrics::describe_counter!(
+        "portico_denied_total",
+        "Requests refused before reaching a worker: by a security group or for want of a valid token."
+    );
+    metrics::describe_counter!(
+        "portico_caller_requests_total",
+        "Requests authenticated with a project token, by the token's name."
+    );
     metrics::describe_gauge!("portico_ws_connections", "Open WebSocket sessions.");
     metrics::describe_counter!(
         "portico_ws_messages_total",
@@ -112,6 +120,43 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a request was refused, as counted in `portico_denied_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The client's address and listener port match no rule of the endpoint's groups.
+    SecurityGroup,
+    /// No usable `Authorization: Bearer` header.
+    MissingToken,
+    /// A bearer token that is not one of the project's.
+    InvalidToken,
+}
+
+impl DenyReason {
+    const ALL: [DenyReason; 3] = [
+        DenyReason::SecurityGroup,
+        DenyReason::MissingToken,
+        DenyReason::InvalidToken,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::SecurityGroup => "security_group",
+            DenyReason::MissingToken => "missing_token",
+            DenyReason::InvalidToken => "invalid_token",
+        }
+    }
+}
+
+/// The `portico_caller_requests_total` counter of one token on one endpoint.
+pub fn caller_counter(endpoint: &str, caller: &str) -> Counter {
+    metrics::counter!(
+        "portico_caller_requests_total",
+        "endpoint" => endpoint.to_string(),
+        "caller" => caller.to_string()
+    )
+}
+
 /// Metric handles of one endpoint.
 pub struct EndpointMetrics {
     project: String,
@@ -121,6 +166,7 @@ pub struct EndpointMetrics {
     duration: Histogram,
     first_byte: Histogram,
     upstream_errors: [Counter; UpstreamErrorKind::ALL.len()],
+    denied: [Counter; DenyReason::ALL.len()],
     ws_connections: Gauge,
     ws_messages: [Counter; 2],
     ws_bytes: [Counter; 2],
@@ -155,6 +201,13 @@ impl EndpointMetrics {
                     "portico_upstream_errors_total",
                     "endpoint" => endpoint.to_string(),
                     "kind" => kind.as_str()
+                )
+            }),
+            denied: DenyReason::ALL.map(|reason| {
+                metrics::counter!(
+                    "portico_denied_total",
+                    "endpoint" => endpoint.to_string(),
+                    "reason" => reason.as_str()
                 )
             }),
             ws_connections: metrics::gauge!(
@@ -197,6 +250,12 @@ impl EndpointMetrics {
     /// Records the time to a worker's response headers.
     pub fn first_byte(&self, seconds: f64) {
         self.first_byte.record(seconds);
+    }
+
+    /// Counts one refused request.
+    pub fn denied(&self, reason: DenyReason) {
+        // `ALL` lists every variant in declaration order.
+        self.denied[reason as usize].increment(1);
     }
 
     /// A WebSocket session opened.

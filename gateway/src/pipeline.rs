@@ -2,7 +2,7 @@
 //! for each ordering rule (DESIGN.md §1).
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
+use crate::access::ServerAccess;
 use crate::body::{ProxyBody, RequestBody, RequestStats};
 use crate::error::{ProxyError, error_response};
 use crate::headers::{ClientInfo, ForwardingCache, X_REQUEST_ID};
@@ -22,13 +23,15 @@ use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
 use crate::stage::ws::{self, Session};
-use crate::stage::{balance, route};
+use crate::stage::{auth, balance, client, ipfilter, route};
 
-/// State every data-plane thread reads: the routing table, swapped whole on reload.
+/// State every data-plane thread reads, each part swapped whole on reload.
 #[derive(Debug)]
 pub struct Shared {
     /// The routing table in force.
     pub routes: ArcSwap<Routes>,
+    /// Trusted proxies and the admin token in force.
+    pub access: ArcSwap<ServerAccess>,
     /// Turns true when the daemon shuts down (long-lived sessions watch it).
     pub stop: watch::Receiver<bool>,
     /// `server.grace_period_seconds`.
@@ -42,8 +45,14 @@ pub struct Connection {
     pub listener: usize,
     /// Name of the listener.
     pub listener_name: Rc<str>,
-    /// The client's address.
+    /// The listener's port, as security-group rules see it.
+    pub port: u16,
+    /// The TCP peer.
     pub peer: SocketAddr,
+    /// The connection's client address: the TCP peer, or the PROXY header's source.
+    pub addr: IpAddr,
+    /// `addr` came from a PROXY protocol header.
+    pub proxied: bool,
     /// `https` on TLS listeners, else `http`.
     pub scheme: &'static str,
     /// Set by the framing guard when a request head carried both `Content-Length` and
@@ -66,11 +75,17 @@ pub async fn handle(
         _ => {}
     }
     let request_id = request_id(request.headers());
+    let client_ip = client::resolve(
+        conn.addr,
+        conn.proxied,
+        request.headers(),
+        &shared.access.load(),
+    );
     let mut record = Record {
         start: Instant::now(),
         time: SystemTime::now(),
         request_id: request_id.clone(),
-        client_ip: ipfilter::normalize(conn.peer.ip()),
+        client_ip,
         listener: Rc::clone(&conn.listener_name),
         method: request.method().clone(),
         uri: request.uri().clone(),
@@ -81,6 +96,7 @@ pub async fn handle(
         stats: Rc::new(RequestStats::default()),
         first_byte: None,
         error: None,
+        caller: None,
         ws: None,
     };
     let (mut response, session) = match proxy(shared, conn, &mut record, request, &request_id).await
@@ -107,7 +123,7 @@ async fn proxy(
     shared: &Shared,
     conn: &Connection,
     record: &mut Record,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     request_id: &HeaderValue,
 ) -> Result<(Response<ProxyBody>, Option<Session>), ProxyError> {
     // Framing before anything else: a request whose length is ambiguous is never routed
@@ -125,10 +141,17 @@ async fn proxy(
     let (endpoint, rest_start) = route::resolve(&routes, conn.listener, request.uri().path())?;
     record.endpoint = Some(Arc::clone(&endpoint));
 
-    // 2. ipfilter (security groups) goes here, before auth, so that a denied source learns
-    //    nothing about tokens. 3. auth (project tokens) follows it. 4. async routes come
-    //    before admit: an accepted job is queued even when no worker runs. 5. admit holds
-    //    requests while an endpoint wakes, before balance needs a ready worker.
+    // 2. ipfilter before auth, so that a denied source learns nothing about tokens; both
+    //    read the policy in force now (a reload applies to the next request).
+    let access = endpoint.access.load();
+    ipfilter::check(&endpoint, &access, record.client_ip, conn.port)?;
+    // 3. auth: the caller is named by its token's name from here on.
+    record.caller = auth::check(&endpoint, &access, request.headers_mut())?;
+    drop(access);
+
+    // 4. async routes come before admit: an accepted job is queued even when no worker
+    //    runs. 5. admit holds requests while an endpoint wakes, before balance needs a
+    //    ready worker.
 
     // The declared length is checked before any worker is touched; a chunked body is
     // counted as it streams.
@@ -141,7 +164,8 @@ async fn proxy(
         HeaderValue::from_str(authority.as_str()).ok()
     });
     let client = ClientInfo {
-        ip: record.client_ip,
+        // Each hop appends the address it received the request from.
+        ip: conn.addr,
         scheme: conn.scheme,
         host: host.as_ref(),
     };

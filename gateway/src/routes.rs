@@ -20,7 +20,7 @@ impl Routes {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let mut routes = Routes::default();
         for endpoint in &config.endpoints {
-            let endpoint = Arc::new(Endpoint::new(endpoint.clone(), &listener_names));
+            let endpoint = Arc::new(Endpoint::new(config, endpoint.clone(), &listener_names));
             routes
                 .by_project
                 .entry(endpoint.project().to_string())

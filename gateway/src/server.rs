@@ -2,15 +2,18 @@
 //! them on shutdown.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::access::ServerAccess;
 use crate::config::Config;
 use crate::dataplane::{self, DataListener};
 use crate::listen::Listeners;
 use crate::pipeline::Shared;
+use crate::reload::Reloader;
 use crate::routes::Routes;
 use crate::{accesslog, admin, health, metrics, tls};
 
@@ -38,9 +41,12 @@ pub enum RunError {
 ///
 /// Must be called on a multi-thread tokio runtime: the control loops and the admin API run
 /// there, while the data plane gets threads of its own.
+///
+/// `config_path` is the file `config` came from: `SIGHUP` reloads it ([`crate::reload`]).
 pub async fn run(
     listeners: Listeners,
     config: Config,
+    config_path: Option<&Path>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let prometheus = metrics::install();
@@ -51,20 +57,25 @@ pub async fn run(
     };
 
     let mut data = Vec::with_capacity(listeners.data.len());
+    let mut certificates = Vec::new();
     for (index, (name, socket)) in listeners.data.into_iter().enumerate() {
-        let tls = match config.listeners.get(index).and_then(|l| l.tls.as_ref()) {
-            Some(settings) => Some(tls::acceptor(settings).map_err(|err| RunError::Listener {
-                name: name.clone(),
-                reason: err.to_string(),
-            })?),
+        let settings = config.listeners.get(index);
+        let tls = match settings.and_then(|l| l.tls.as_ref()) {
+            Some(tls) => {
+                let (acceptor, store) = tls::acceptor(tls).map_err(|err| RunError::Listener {
+                    name: name.clone(),
+                    reason: err.to_string(),
+                })?;
+                certificates.push((name.clone(), store));
+                Some(acceptor)
+            }
             None => None,
         };
-        let listener =
-            DataListener::new(index, name.clone(), socket, threads, tls).map_err(|err| {
-                RunError::Listener {
-                    name,
-                    reason: err.to_string(),
-                }
+        let proxy_protocol = settings.is_some_and(|l| l.proxy_protocol);
+        let listener = DataListener::new(index, name.clone(), socket, threads, tls, proxy_protocol)
+            .map_err(|err| RunError::Listener {
+                name,
+                reason: err.to_string(),
             })?;
         data.push(listener);
     }
@@ -72,6 +83,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         routes: ArcSwap::from_pointee(Routes::build(&config)),
+        access: ArcSwap::from_pointee(ServerAccess::build(&config.server)),
         stop: stop_rx.clone(),
         grace: config.server.grace_period,
     });
@@ -89,9 +101,24 @@ pub async fn run(
         prometheus,
         stop_rx,
     ));
+    if config.server.admin_token_sha256.is_none() && !config.server.admin_listen.ip().is_loopback()
+    {
+        tracing::warn!(
+            admin_listen = %config.server.admin_listen,
+            "no server.admin_token_sha256: the admin API is open to anyone who can reach it"
+        );
+    }
     tracing::info!(summary = %config.summary(), threads, "portico started");
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&shared),
+        certificates,
+        config,
+        config_path,
+    ));
+    let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&reloader)));
 
     shutdown.await;
+    reloads.abort();
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         for thread in data_threads {
@@ -109,4 +136,33 @@ pub async fn run(
     }
     tracing::info!("all connections closed");
     Ok(())
+}
+
+/// Reloads the config file on every `SIGHUP`.
+async fn reload_on_hangup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP: reload by signal is off");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let reloader = Arc::clone(&reloader);
+        // Reading files and hashing certificates is blocking work.
+        let result = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
+        match result {
+            Ok(Ok(report)) => tracing::info!(
+                endpoints = report.endpoints,
+                certificates = report.certificates,
+                needs_restart = ?report.needs_restart,
+                "configuration reloaded"
+            ),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "reload failed; the running configuration is unchanged")
+            }
+            Err(err) => tracing::error!(error = %err, "reload task failed"),
+        }
+    }
 }

@@ -1,11 +1,16 @@
 //! TLS for listeners with `tls`: rustls with TLS 1.2 and 1.3 only, ALPN `h2` and
-//! `http/1.1`.
+//! `http/1.1`, and a certificate that a config reload replaces without touching open
+//! connections ([`CertStore`]).
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Tls;
@@ -34,8 +39,31 @@ pub enum TlsError {
     Pair(#[from] rustls::Error),
 }
 
-/// Builds the acceptor for a listener's certificate and key.
-pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
+/// The certificate a TLS listener presents, replaceable at run time.
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertStore {
+    /// Presents `key` to new handshakes from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        self.current.store(key);
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a listener's certificate chain and key, and checks that they belong together.
+pub fn certified_key(tls: &Tls) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_path = tls.cert.display().to_string();
     let certs = CertificateDer::pem_file_iter(&tls.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -53,11 +81,20 @@ pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
         path: tls.key.display().to_string(),
         reason: err.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let key = CertifiedKey::from_der(certs, key, &provider())?;
+    Ok(Arc::new(key))
+}
+
+/// Builds the acceptor for a listener, and the store through which a reload replaces its
+/// certificate.
+pub fn acceptor(tls: &Tls) -> Result<(TlsAcceptor, Arc<CertStore>), TlsError> {
+    let store = Arc::new(CertStore {
+        current: ArcSwap::new(certified_key(tls)?),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), store))
 }

@@ -24,6 +24,13 @@ pub fn sha256_hex(token: &str) -> String {
     hex(&sha256(token))
 }
 
+/// Compares two digests in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keeps the compiler from turning the fold into an early-exit comparison.
+    std::hint::black_box(difference) == 0
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -46,6 +53,18 @@ mod tests {
         assert!(a.starts_with(PREFIX));
         assert_eq!(a.len(), PREFIX.len() + 64);
         assert_ne!(a, b);
+    }
+
+    /// Equal digests compare equal; a difference in any byte does not.
+    #[test]
+    fn compares_digests() {
+        let a = sha256("a");
+        assert!(constant_time_eq(&a, &sha256("a")));
+        for i in 0..32 {
+            let mut b = a;
+            b[i] ^= 1;
+            assert!(!constant_time_eq(&a, &b));
+        }
     }
 
     /// The hash is the standard SHA-256 in lowercase hex.

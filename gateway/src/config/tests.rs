@@ -717,6 +717,25 @@ fn rejects_bad_listeners() {
             head("[[listener]]\nname = \"a\"\ntls = { cert = \"tls/cert.pem\", key = \"tls\" }"),
             &["listener[a].tls.key"],
         ),
+        // Both files exist but do not make a usable pair.
+        (
+            head(
+                "[[listener]]\nname = \"a\"\ntls = { cert = \"tls/cert.pem\", key = \"tls/other-key.pem\" }",
+            ),
+            &["listener[a].tls"],
+        ),
+        (
+            head(
+                "[[listener]]\nname = \"a\"\ntls = { cert = \"tls/garbage.pem\", key = \"tls/key.pem\" }",
+            ),
+            &["listener[a].tls"],
+        ),
+        (
+            head(
+                "[[listener]]\nname = \"a\"\ntls = { cert = \"tls/cert.pem\", key = \"tls/garbage.pem\" }",
+            ),
+            &["listener[a].tls"],
+        ),
         (head("listener = []"), &["listener"]),
     ]);
 }

@@ -258,7 +258,16 @@ impl Check<'_> {
                 Some(tls) => {
                     let cert = self.existing_file(&format!("{prefix}.tls.cert"), &tls.cert);
                     let key = self.existing_file(&format!("{prefix}.tls.key"), &tls.key);
-                    cert.zip(key).map(|(cert, key)| Some(Tls { cert, key }))
+                    let tls = cert.zip(key).map(|(cert, key)| Tls { cert, key });
+                    // Both files exist: they must also parse and belong together, so that a
+                    // bad pair fails `portico validate` and a reload, not the first handshake.
+                    match tls.as_ref().map(crate::tls::certified_key) {
+                        Some(Err(err)) => {
+                            self.bad(format!("{prefix}.tls"), err.to_string());
+                            None
+                        }
+                        _ => tls.map(Some),
+                    }
                 }
             };
             out.push(address.zip(tls).map(|(address, tls)| Listener {

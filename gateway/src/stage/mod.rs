@@ -1,16 +1,22 @@
 //! The request pipeline's stages, one file each, composed in [`crate::pipeline`].
 //!
+//! - `client`: the client address (TCP peer, PROXY header, or trusted `X-Forwarded-For`).
 //! - `route`: path → endpoint and the worker-side path.
+//! - `ipfilter`: the endpoint's security groups → 403.
+//! - `auth`: project bearer tokens → 401.
 //! - `balance`: which worker serves the request.
 //! - `forward`: the exchange with the worker, HTTP/1.1 or h2c, streamed.
 //! - `ws`: the WebSocket relay, once a worker accepted an upgrade.
 //! - `telemetry`: metrics and the access-log line, finished when the response ends.
 //!
-//! Security groups and tokens (ipfilter, auth), async routes and request holding (admit)
-//! take their places in the pipeline as they are built.
+//! Async routes and request holding (admit) take their places in the pipeline as they are
+//! built.
 
+pub mod auth;
 pub mod balance;
+pub mod client;
 pub mod forward;
+pub mod ipfilter;
 pub mod route;
 pub mod telemetry;
 pub mod ws;

@@ -43,6 +43,8 @@ pub struct Record {
     pub stats: Rc<RequestStats>,
     /// Time to the worker's response headers.
     pub first_byte: Option<Duration>,
+    /// The name of the project token that authenticated the request.
+    pub caller: Option<Arc<str>>,
     /// Error code when Portico answered itself.
     pub error: Option<&'static str>,
     /// What a relayed WebSocket session carried.
@@ -97,6 +99,7 @@ impl Record {
             project: self.endpoint.as_deref().map(Endpoint::project),
             endpoint: self.endpoint.as_deref().map(Endpoint::id),
             worker: self.worker.as_deref().map(Worker::label),
+            caller: self.caller.as_deref(),
             status: self.status,
             bytes_in: self.stats.bytes_in.get(),
             bytes_out,
