@@ -6,6 +6,7 @@ import queue
 import subprocess
 import threading
 import time
+import types
 
 import pytest
 
@@ -17,7 +18,7 @@ STARTUP_SECONDS = 20
 class Process:
     """A spawned binary whose stdout lines are collected; killed by `stop()`."""
 
-    def __init__(self, args):
+    def __init__(self, args, env=None):
         self.args = args
         self.proc = subprocess.Popen(
             args,
@@ -25,12 +26,14 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self.lines = []
+        # Before the reader threads start: they append to these at once.
+        self.stderr = []
         self._queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
-        self.stderr = []
 
     def _read(self):
         for line in self.proc.stdout:
@@ -63,6 +66,28 @@ class Process:
                 return words[2]
             if name is not None and len(words) == 4 and words[2] == name:
                 return words[3]
+
+    def wait_listening_all(self, names):
+        """Returns `{name: addr}` once every name in `names` has printed its `listening on`
+        line, in any order, waiting with a deadline."""
+        found = {}
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while set(names) - found.keys():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop()
+                raise AssertionError(
+                    f"{self.args[0]} did not listen on {sorted(set(names) - found.keys())}: "
+                    f"stdout={self.lines} stderr={self.stderr}"
+                )
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            words = line.split()
+            if words[:2] == ["listening", "on"] and len(words) == 4:
+                found[words[2]] = words[3]
+        return found
 
     def stop(self):
         if self.proc.poll() is None:
@@ -138,3 +163,77 @@ def portico(tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def portico_from_config(tmp_path):
+    """Starts portico on a config the test writes: `portico_from_config(text, listeners)`
+    writes `text` into `tmp_path` (relative paths in it resolve there), runs portico, waits
+    for the `listening on` lines of the listener names in `listeners` and of the admin API,
+    and returns the `Process`, whose `listening` maps each of those names to its `IP:PORT`
+    (`lines` and `stderr` hold what portico printed so far). `env` adds environment
+    variables (e.g. `PORTICO_LOG`)."""
+    started = []
+
+    def start(text, listeners=("public",), env=None):
+        config = tmp_path / f"portico-config-{len(started)}.toml"
+        config.write_text(text)
+        proc = Process([binary("portico"), "run", "--config", str(config)], env=env)
+        started.append(proc)
+        proc.listening = proc.wait_listening_all([*listeners, "admin"])
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+LEAF_EXTENSIONS = """\
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+@pytest.fixture
+def tls_certs(tmp_path):
+    """A throw-away CA and a leaf certificate for `localhost` and `127.0.0.1` signed by it,
+    made with the `openssl` command line in `tmp_path / "tls"`: a namespace of paths `ca`
+    (the CA certificate to trust), `cert` and `key` (the leaf's PEM files, for a listener's
+    `tls`)."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    paths = types.SimpleNamespace(
+        ca=directory / "ca.pem",
+        cert=directory / "cert.pem",
+        key=directory / "key.pem",
+    )
+    ca_key = directory / "ca-key.pem"
+    csr = directory / "leaf.csr"
+    extensions = directory / "leaf.ext"
+    extensions.write_text(LEAF_EXTENSIONS)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    commands = [
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", paths.ca, "-days", "2",
+         "-subj", "/CN=Portico test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-addext", "subjectKeyIdentifier=hash"],
+        ["req", "-new", *ec, "-keyout", paths.key, "-out", csr, "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", csr, "-CA", paths.ca, "-CAkey", ca_key, "-set_serial", "2",
+         "-days", "2", "-extfile", extensions, "-out", paths.cert],
+    ]
+    for command in commands:
+        try:
+            done = subprocess.run(
+                ["openssl", *map(str, command)], capture_output=True, text=True, timeout=30
+            )
+        except FileNotFoundError:
+            raise AssertionError("`openssl` is missing: scripts/test.sh installs it") from None
+        assert done.returncode == 0, f"openssl {command[0]} failed: {done.stderr}"
+    return paths
