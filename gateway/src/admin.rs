@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::metrics::refresh_gauges;
 use crate::pipeline::Shared;
+use crate::stage::auth;
 
 #[derive(Clone)]
 struct Admin {
@@ -105,17 +106,9 @@ async fn require_admin_token(
     response
 }
 
-/// The token of exactly one `Authorization: Bearer <token>` header.
+/// The token of exactly one well-formed `Authorization: Bearer <token>` header.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
-        .then_some(token)
+    auth::bearer(headers).ok()
 }
 
 async fn not_found() -> impl IntoResponse {

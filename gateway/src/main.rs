@@ -37,18 +37,24 @@ fn serve(args: &gateway::cli::RunArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("{}: configuration is not valid", args.config.display())
     })?;
     let listeners = gateway::listen::bind(&config).context("binding listeners")?;
-    for (name, addr) in listeners.addresses() {
-        // Tests and scripts read these lines to learn the bound ports.
-        println!("listening on {name} {addr}");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("portico")
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        // Signals first: once the ports are printed, a supervisor may signal at once.
         let shutdown = gateway::signal::install().context("installing signal handlers")?;
-        gateway::run(listeners, config, Some(&args.config), shutdown).await?;
+        let hangups = gateway::signal::hangups().context("installing the SIGHUP handler")?;
+        for (name, addr) in listeners.addresses() {
+            // Tests and scripts read these lines to learn the bound ports.
+            println!("listening on {name} {addr}");
+        }
+        let reload = gateway::server::ReloadOn {
+            path: args.config.clone(),
+            hangups,
+        };
+        gateway::run(listeners, config, Some(reload), shutdown).await?;
         Ok(())
     })
 }

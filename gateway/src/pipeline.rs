@@ -75,12 +75,7 @@ pub async fn handle(
         _ => {}
     }
     let request_id = request_id(request.headers());
-    let client_ip = client::resolve(
-        conn.addr,
-        conn.proxied,
-        request.headers(),
-        &shared.access.load(),
-    );
+    let client_ip = client::resolve(conn.addr, conn.proxied, request.headers(), &shared.access);
     let mut record = Record {
         start: Instant::now(),
         time: SystemTime::now(),

@@ -2,10 +2,11 @@
 //! them on shutdown.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
 use crate::access::ServerAccess;
@@ -42,11 +43,11 @@ pub enum RunError {
 /// Must be called on a multi-thread tokio runtime: the control loops and the admin API run
 /// there, while the data plane gets threads of its own.
 ///
-/// `config_path` is the file `config` came from: `SIGHUP` reloads it ([`crate::reload`]).
+/// With `reload`, each `SIGHUP` reloads the config file ([`crate::reload`]).
 pub async fn run(
     listeners: Listeners,
     config: Config,
-    config_path: Option<&Path>,
+    reload: Option<ReloadOn>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let prometheus = metrics::install();
@@ -109,16 +110,20 @@ pub async fn run(
         );
     }
     tracing::info!(summary = %config.summary(), threads, "portico started");
-    let reloader = Arc::new(Reloader::new(
-        Arc::clone(&shared),
-        certificates,
-        config,
-        config_path,
-    ));
-    let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&reloader)));
+    let reloads = reload.map(|reload| {
+        let reloader = Reloader::new(
+            Arc::clone(&shared),
+            certificates,
+            config,
+            Some(&reload.path),
+        );
+        tokio::spawn(reload_on_hangup(Arc::new(reloader), reload.hangups))
+    });
 
     shutdown.await;
-    reloads.abort();
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         for thread in data_threads {
@@ -138,16 +143,17 @@ pub async fn run(
     Ok(())
 }
 
+/// Where reloads come from: the config file, re-read on each `SIGHUP`.
+#[derive(Debug)]
+pub struct ReloadOn {
+    /// The config file the daemon was started with.
+    pub path: PathBuf,
+    /// The `SIGHUP` stream, installed before the daemon announced its ports.
+    pub hangups: Signal,
+}
+
 /// Reloads the config file on every `SIGHUP`.
-async fn reload_on_hangup(reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGHUP: reload by signal is off");
-            return;
-        }
-    };
+async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangups: Signal) {
     while hangups.recv().await.is_some() {
         let reloader = Arc::clone(&reloader);
         // Reading files and hashing certificates is blocking work.

@@ -9,6 +9,11 @@ use tokio::signal::unix::{SignalKind, signal};
 /// Exit status when a second signal cuts the drain short (128 + SIGINT).
 const FORCED_EXIT: i32 = 130;
 
+/// `SIGHUP`s from now on (the daemon reloads its config on each; [`crate::reload`]).
+pub fn hangups() -> io::Result<tokio::signal::unix::Signal> {
+    signal(SignalKind::hangup())
+}
+
 /// Installs the handlers and returns a future that completes on the first signal. Must be
 /// called inside the runtime.
 pub fn install() -> io::Result<impl Future<Output = ()> + Send + 'static> {

@@ -45,39 +45,16 @@ class Process:
         for line in self.proc.stderr:
             self.stderr.append(line.rstrip("\n"))
 
-    def wait_listening(self, name=None):
-        """Returns the address of the `listening on [name] addr` line, waiting with a deadline."""
+    def _listening_lines(self, waiting_for):
+        """Yields `(name, addr)` for each `listening on [name] addr` line (name None when the
+        line has none) until the caller stops, failing at the start-up deadline."""
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.stop()
                 raise AssertionError(
-                    f"{self.args[0]} did not start: stdout={self.lines} stderr={self.stderr}"
-                )
-            try:
-                line = self._queue.get(timeout=left)
-            except queue.Empty:
-                continue
-            words = line.split()
-            if words[:2] != ["listening", "on"]:
-                continue
-            if name is None and len(words) == 3:
-                return words[2]
-            if name is not None and len(words) == 4 and words[2] == name:
-                return words[3]
-
-    def wait_listening_all(self, names):
-        """Returns `{name: addr}` once every name in `names` has printed its `listening on`
-        line, in any order, waiting with a deadline."""
-        found = {}
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while set(names) - found.keys():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.stop()
-                raise AssertionError(
-                    f"{self.args[0]} did not listen on {sorted(set(names) - found.keys())}: "
+                    f"{self.args[0]} did not listen on {waiting_for()}: "
                     f"stdout={self.lines} stderr={self.stderr}"
                 )
             try:
@@ -85,9 +62,29 @@ class Process:
             except queue.Empty:
                 continue
             words = line.split()
-            if words[:2] == ["listening", "on"] and len(words) == 4:
-                found[words[2]] = words[3]
-        return found
+            if words[:2] == ["listening", "on"] and len(words) == 3:
+                yield None, words[2]
+            elif words[:2] == ["listening", "on"] and len(words) == 4:
+                yield words[2], words[3]
+
+    def wait_listening(self, name=None):
+        """Returns the address of the `listening on [name] addr` line, waiting with a deadline."""
+        for found, addr in self._listening_lines(lambda: name or "its address"):
+            if found == name:
+                return addr
+
+    def wait_listening_all(self, names):
+        """Returns `{name: addr}` once every name in `names` has printed its `listening on`
+        line, in any order, waiting with a deadline."""
+        found = {}
+        missing = lambda: sorted(set(names) - found.keys())  # noqa: E731
+        if not missing():
+            return found
+        for name, addr in self._listening_lines(missing):
+            if name is not None:
+                found[name] = addr
+            if not missing():
+                return found
 
     def stop(self):
         if self.proc.poll() is None:

@@ -47,8 +47,9 @@ pub fn check(
     }
 }
 
-/// The token of the one `Authorization: Bearer` header.
-fn bearer(headers: &HeaderMap) -> Result<&str, AuthFailure> {
+/// The token of the one `Authorization: Bearer` header (the admin listener checks its token
+/// with this too).
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthFailure> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthFailure::Missing)?;
     if values.next().is_some() {

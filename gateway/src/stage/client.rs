@@ -9,18 +9,29 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 
 use crate::access::ServerAccess;
 use crate::headers::X_FORWARDED_FOR;
 
 /// The address of the client behind a request on a connection from `addr`; `proxied` when
-/// `addr` came from a PROXY protocol header (which is then final).
-pub fn resolve(addr: IpAddr, proxied: bool, headers: &HeaderMap, access: &ServerAccess) -> IpAddr {
-    if proxied || !access.is_trusted(addr) || !headers.contains_key(&X_FORWARDED_FOR) {
+/// `addr` came from a PROXY protocol header (which is then final). The access settings are
+/// read only when the request carries `X-Forwarded-For`.
+pub fn resolve(
+    addr: IpAddr,
+    proxied: bool,
+    headers: &HeaderMap,
+    access: &ArcSwap<ServerAccess>,
+) -> IpAddr {
+    if proxied || !headers.contains_key(&X_FORWARDED_FOR) {
         return addr;
     }
-    rightmost_untrusted(headers, addr, access)
+    let access = access.load();
+    if !access.is_trusted(addr) {
+        return addr;
+    }
+    rightmost_untrusted(headers, addr, &access)
 }
 
 fn rightmost_untrusted(headers: &HeaderMap, peer: IpAddr, access: &ServerAccess) -> IpAddr {
@@ -63,13 +74,13 @@ mod tests {
     use http::HeaderValue;
     use std::path::Path;
 
-    fn access() -> ServerAccess {
+    fn access() -> ArcSwap<ServerAccess> {
         let config = Config::from_toml_str(
             "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\"]",
             Path::new("."),
         )
         .expect("valid config");
-        ServerAccess::build(&config.server)
+        ArcSwap::from_pointee(ServerAccess::build(&config.server))
     }
 
     fn client(peer: &str, proxied: bool, xff: &[&str]) -> IpAddr {
