@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -30,6 +30,14 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes hop-by-hop headers, including every header the `Connection` header names, and
 /// `Upgrade` unless the request is a protocol upgrade that is being relayed.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests carry none: one pass over the names (cheap comparisons) instead of a
+    // hashed removal per hop-by-hop name.
+    let any = headers.keys().any(|name| {
+        name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
+    });
+    if !any {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -125,15 +133,21 @@ fn forwarded_element(client: ClientInfo<'_>) -> String {
     element
 }
 
-/// Adds `value` to a list-valued header: after the client's values when it sent some.
+/// Adds `value` to a list-valued header: after the client's values when it sent some (all
+/// of its lines, joined in order).
 fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(previous) => {
-            let joined = format!("{previous}, {}", value.to_str().unwrap_or(""));
-            headers.insert(name, header_value(joined));
+    match headers.entry(name) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(value);
         }
-        None => {
-            headers.insert(name, value);
+        Entry::Occupied(mut occupied) => {
+            let mut joined = String::new();
+            for previous in occupied.iter().filter_map(|v| v.to_str().ok()) {
+                joined.push_str(previous);
+                joined.push_str(", ");
+            }
+            joined.push_str(value.to_str().unwrap_or(""));
+            occupied.insert(header_value(joined));
         }
     }
 }
