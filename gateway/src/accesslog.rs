@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::jsonline::Object;
+use crate::jsonline as json;
 
 /// How often data-plane threads hand their buffered lines over.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -84,36 +84,61 @@ pub struct Line<'a> {
 impl Line<'_> {
     /// Appends the line as one JSON object and a newline.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut object = Object::open(out);
-        object
-            .raw("time", |out| {
-                out.push(b'"');
-                self.time.write(out);
-                out.push(b'"');
-            })
-            .str("request_id", self.request_id)
-            .ip("client_ip", self.client_ip)
-            .str("listener", self.listener)
-            .str("method", self.method)
-            .str("path", self.path)
-            .str("protocol", self.protocol)
-            .opt_str("project", self.project)
-            .opt_str("endpoint", self.endpoint)
-            .opt_str("worker", self.worker)
-            .opt_str("caller", self.caller)
-            .u64("status", u64::from(self.status))
-            .u64("bytes_in", self.bytes_in)
-            .u64("bytes_out", self.bytes_out)
-            .millis("duration_ms", self.duration)
-            .opt_millis("first_byte_ms", self.first_byte)
-            .bool("completed", self.completed)
-            .opt_str("error", self.error)
-            .skip_none_u64("ws_messages_in", self.ws_messages_in)
-            .skip_none_u64("ws_messages_out", self.ws_messages_out)
-            .skip_none_u64("ws_bytes_in", self.ws_bytes_in)
-            .skip_none_u64("ws_bytes_out", self.ws_bytes_out)
-            .skip_none_u64("ws_close_code", self.ws_close_code.map(u64::from));
-        object.finish();
+        // The fixed text between values is written as whole literals: one copy per field
+        // instead of separator, quotes and name one by one.
+        out.reserve(512);
+        out.extend_from_slice(b"{\"time\":\"");
+        self.time.write(out);
+        out.extend_from_slice(b"\",\"request_id\":");
+        json::string(out, self.request_id);
+        out.extend_from_slice(b",\"client_ip\":");
+        json::ip(out, self.client_ip);
+        out.extend_from_slice(b",\"listener\":");
+        json::string(out, self.listener);
+        out.extend_from_slice(b",\"method\":");
+        json::string(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        json::string(out, self.path);
+        out.extend_from_slice(b",\"protocol\":");
+        json::string(out, self.protocol);
+        out.extend_from_slice(b",\"project\":");
+        json::opt_string(out, self.project);
+        out.extend_from_slice(b",\"endpoint\":");
+        json::opt_string(out, self.endpoint);
+        out.extend_from_slice(b",\"worker\":");
+        json::opt_string(out, self.worker);
+        out.extend_from_slice(b",\"caller\":");
+        json::opt_string(out, self.caller);
+        out.extend_from_slice(b",\"status\":");
+        json::u64(out, u64::from(self.status));
+        out.extend_from_slice(b",\"bytes_in\":");
+        json::u64(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        json::u64(out, self.bytes_out);
+        out.extend_from_slice(b",\"duration_ms\":");
+        json::millis(out, self.duration);
+        out.extend_from_slice(b",\"first_byte_ms\":");
+        json::opt_millis(out, self.first_byte);
+        out.extend_from_slice(if self.completed {
+            b",\"completed\":true,\"error\":"
+        } else {
+            b",\"completed\":false,\"error\":"
+        });
+        json::opt_string(out, self.error);
+        let ws = [
+            (&b",\"ws_messages_in\":"[..], self.ws_messages_in),
+            (b",\"ws_messages_out\":", self.ws_messages_out),
+            (b",\"ws_bytes_in\":", self.ws_bytes_in),
+            (b",\"ws_bytes_out\":", self.ws_bytes_out),
+            (b",\"ws_close_code\":", self.ws_close_code.map(u64::from)),
+        ];
+        for (key, value) in ws {
+            if let Some(value) = value {
+                out.extend_from_slice(key);
+                json::u64(out, value);
+            }
+        }
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -251,6 +276,68 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(ws: Option<u64>) -> Line<'static> {
+        Line {
+            time: Rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_422_436_123)),
+            request_id: "id-1",
+            client_ip: "::ffff:10.0.0.1".parse().unwrap(),
+            listener: "public",
+            method: "POST",
+            path: "/project/p/endpoint/e/v1/\"x\"",
+            protocol: "HTTP/1.1",
+            project: Some("p"),
+            endpoint: Some("e"),
+            worker: None,
+            caller: Some("ci"),
+            status: 200,
+            bytes_in: 7,
+            bytes_out: 9,
+            duration: Duration::from_micros(1_500),
+            first_byte: None,
+            completed: false,
+            error: Some("worker_timeout"),
+            ws_messages_in: ws,
+            ws_messages_out: ws,
+            ws_bytes_in: ws,
+            ws_bytes_out: ws,
+            ws_close_code: ws.map(|_| 1000),
+        }
+    }
+
+    /// A line is one JSON object with every field typed, ending in a newline; WebSocket
+    /// fields appear only for sessions.
+    #[test]
+    fn lines_are_json_objects() {
+        let mut out = Vec::new();
+        line(None).write_json(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["time"], "2026-11-23T08:27:16.123Z");
+        assert_eq!(value["request_id"], "id-1");
+        assert_eq!(value["client_ip"], "::ffff:10.0.0.1");
+        assert_eq!(value["path"], "/project/p/endpoint/e/v1/\"x\"");
+        assert_eq!(value["project"], "p");
+        assert!(value["worker"].is_null());
+        assert_eq!(value["caller"], "ci");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["bytes_in"], 7);
+        assert_eq!(value["bytes_out"], 9);
+        assert_eq!(value["duration_ms"].as_f64(), Some(1.5));
+        assert!(value["first_byte_ms"].is_null());
+        assert_eq!(value["completed"], false);
+        assert_eq!(value["error"], "worker_timeout");
+        assert!(value.get("ws_messages_in").is_none());
+        assert_eq!(value.as_object().unwrap().len(), 18);
+
+        let mut out = Vec::new();
+        line(Some(3)).write_json(&mut out);
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for key in ["ws_messages_in", "ws_messages_out", "ws_bytes_in", "ws_bytes_out"] {
+            assert_eq!(value[key], 3, "{key}");
+        }
+        assert_eq!(value["ws_close_code"], 1000);
+    }
 
     /// Times format as RFC 3339 UTC with milliseconds, across leap years.
     #[test]

@@ -1,119 +1,52 @@
-//! A writer of flat JSON objects into a byte buffer, for lines with a fixed set of fields
-//! (the access log): no intermediate values, no generic serializer, integers through `itoa`.
+//! JSON values written straight into a byte buffer, for lines with a fixed set of fields
+//! (the access log writes the field names as literals between them): no intermediate
+//! values, no generic serializer, integers through `itoa`.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// One object being written; `finish` closes it and ends the line.
-pub struct Object<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
+/// Appends `value` as a JSON string, or `null`.
+pub fn opt_string(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => string(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
-impl<'a> Object<'a> {
-    /// Opens an object at the end of `out`.
-    pub fn open(out: &'a mut Vec<u8>) -> Object<'a> {
-        out.push(b'{');
-        Object { out, first: true }
-    }
+/// Appends an unsigned integer.
+pub fn u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
 
-    /// Closes the object and appends a newline.
-    pub fn finish(self) {
-        self.out.extend_from_slice(b"}\n");
+/// Appends a duration in milliseconds, or `null`.
+pub fn opt_millis(out: &mut Vec<u8>, value: Option<Duration>) {
+    match value {
+        Some(value) => millis(out, value),
+        None => out.extend_from_slice(b"null"),
     }
+}
 
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        // Keys are identifiers chosen in code: nothing to escape.
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    /// A field whose value is written raw by `write` (the caller keeps it valid JSON).
-    pub fn raw(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
-        self.key(key);
-        write(self.out);
-        self
-    }
-
-    /// A string field.
-    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
-        self.key(key);
-        string(self.out, value);
-        self
-    }
-
-    /// A string field, `null` when absent.
-    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
-        match value {
-            Some(value) => self.str(key, value),
-            None => self.raw(key, |out| out.extend_from_slice(b"null")),
-        }
-    }
-
-    /// An unsigned integer field.
-    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
-        self.key(key);
-        self.out
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-        self
-    }
-
-    /// An unsigned integer field left out when absent.
-    pub fn skip_none_u64(&mut self, key: &str, value: Option<u64>) -> &mut Self {
-        if let Some(value) = value {
-            self.u64(key, value);
-        }
-        self
-    }
-
-    /// A boolean field.
-    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
-        self.raw(key, |out| {
-            out.extend_from_slice(if value { b"true" } else { b"false" })
-        })
-    }
-
-    /// A duration as a number of milliseconds with microsecond precision (`12.345`).
-    pub fn millis(&mut self, key: &str, value: Duration) -> &mut Self {
-        self.key(key);
-        millis(self.out, value);
-        self
-    }
-
-    /// A duration in milliseconds, `null` when absent.
-    pub fn opt_millis(&mut self, key: &str, value: Option<Duration>) -> &mut Self {
-        match value {
-            Some(value) => self.millis(key, value),
-            None => self.raw(key, |out| out.extend_from_slice(b"null")),
-        }
-    }
-
-    /// An IP address as a string.
-    pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
-        self.key(key);
-        if let IpAddr::V4(v4) = value {
+/// Appends an IP address as a JSON string.
+pub fn ip(out: &mut Vec<u8>, value: IpAddr) {
+    match value {
+        IpAddr::V4(v4) => {
             let mut buffer = itoa::Buffer::new();
-            self.out.push(b'"');
+            out.push(b'"');
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    self.out.push(b'.');
+                    out.push(b'.');
                 }
-                self.out.extend_from_slice(buffer.format(octet).as_bytes());
+                out.extend_from_slice(buffer.format(octet).as_bytes());
             }
-            self.out.push(b'"');
-            return self;
+            out.push(b'"');
         }
-        let mut text = String::with_capacity(48);
-        // Writing to a String cannot fail.
-        let _ = write!(text, "\"{value}\"");
-        self.out.extend_from_slice(text.as_bytes());
-        self
+        IpAddr::V6(v6) => {
+            let mut text = String::with_capacity(48);
+            // Writing to a String cannot fail.
+            let _ = write!(text, "\"{v6}\"");
+            out.extend_from_slice(text.as_bytes());
+        }
     }
 }
 
@@ -178,7 +111,8 @@ fn needs_escape(bytes: &[u8]) -> bool {
         .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
 }
 
-fn millis(out: &mut Vec<u8>, value: Duration) {
+/// Appends a duration as a number of milliseconds with microsecond precision (`12.345`).
+pub fn millis(out: &mut Vec<u8>, value: Duration) {
     let micros = value.as_micros();
     let mut buffer = itoa::Buffer::new();
     out.extend_from_slice(buffer.format(micros / 1000).as_bytes());
@@ -195,12 +129,10 @@ fn millis(out: &mut Vec<u8>, value: Duration) {
 mod tests {
     use super::*;
 
-    fn line(build: impl FnOnce(&mut Object<'_>)) -> serde_json::Value {
+    /// Parses what `write` appends, as one JSON value.
+    fn parsed(write: impl FnOnce(&mut Vec<u8>)) -> serde_json::Value {
         let mut out = Vec::new();
-        let mut object = Object::open(&mut out);
-        build(&mut object);
-        object.finish();
-        assert_eq!(out.last(), Some(&b'\n'));
+        write(&mut out);
         serde_json::from_slice(&out).expect("valid JSON")
     }
 
@@ -218,10 +150,7 @@ mod tests {
             "/project/p/endpoint/e/v1/chat?x=\"1\"",
         ];
         for sample in samples {
-            let value = line(|o| {
-                o.str("s", sample);
-            });
-            assert_eq!(value["s"], sample, "{sample:?}");
+            assert_eq!(parsed(|out| string(out, sample)), sample, "{sample:?}");
         }
     }
 
@@ -247,34 +176,24 @@ mod tests {
         assert!(!needs_escape(text));
     }
 
-    /// Numbers, booleans, nulls, addresses and omitted fields come out as typed JSON.
+    /// Numbers, nulls, durations and addresses come out as typed JSON.
     #[test]
-    fn typed_fields() {
-        let value = line(|o| {
-            o.u64("n", u64::MAX)
-                .bool("t", true)
-                .bool("f", false)
-                .opt_str("none", None)
-                .opt_str("some", Some("x"))
-                .skip_none_u64("skipped", None)
-                .skip_none_u64("kept", Some(7))
-                .millis("ms", Duration::from_micros(12_345))
-                .millis("small", Duration::from_micros(5))
-                .opt_millis("nul", None)
-                .ip("v4", "10.1.2.3".parse().unwrap())
-                .ip("v6", "2001:db8::1".parse().unwrap());
-        });
-        assert_eq!(value["n"], u64::MAX);
-        assert_eq!(value["t"], true);
-        assert_eq!(value["f"], false);
-        assert!(value["none"].is_null());
-        assert_eq!(value["some"], "x");
-        assert!(value.get("skipped").is_none());
-        assert_eq!(value["kept"], 7);
-        assert_eq!(value["ms"].as_f64(), Some(12.345));
-        assert_eq!(value["small"].as_f64(), Some(0.005));
-        assert!(value["nul"].is_null());
-        assert_eq!(value["v4"], "10.1.2.3");
-        assert_eq!(value["v6"], "2001:db8::1");
+    fn typed_values() {
+        assert_eq!(parsed(|out| u64(out, u64::MAX)), u64::MAX);
+        assert!(parsed(|out| opt_string(out, None)).is_null());
+        assert_eq!(parsed(|out| opt_string(out, Some("x"))), "x");
+        let ms = parsed(|out| millis(out, Duration::from_micros(12_345)));
+        assert_eq!(ms.as_f64(), Some(12.345));
+        let small = parsed(|out| millis(out, Duration::from_micros(5)));
+        assert_eq!(small.as_f64(), Some(0.005));
+        assert!(parsed(|out| opt_millis(out, None)).is_null());
+        assert_eq!(
+            parsed(|out| ip(out, "10.1.2.3".parse().unwrap())),
+            "10.1.2.3"
+        );
+        assert_eq!(
+            parsed(|out| ip(out, "2001:db8::1".parse().unwrap())),
+            "2001:db8::1"
+        );
     }
 }
