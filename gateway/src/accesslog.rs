@@ -333,7 +333,12 @@ mod tests {
         let mut out = Vec::new();
         line(Some(3)).write_json(&mut out);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        for key in ["ws_messages_in", "ws_messages_out", "ws_bytes_in", "ws_bytes_out"] {
+        for key in [
+            "ws_messages_in",
+            "ws_messages_out",
+            "ws_bytes_in",
+            "ws_bytes_out",
+        ] {
             assert_eq!(value[key], 3, "{key}");
         }
         assert_eq!(value["ws_close_code"], 1000);

@@ -230,12 +230,15 @@ fn new_request_id() -> HeaderValue {
         .map_or(0, |d| d.as_millis() as u64);
     let random: [u8; 10] = rand::random();
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Builder::from_unix_timestamp_millis(millis, &random)
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
         .hyphenated()
         .encode_lower(&mut text);
-    // Hex digits and hyphens are always a valid header value.
-    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
+    // Owned bytes behind a reference count: the three clones of the id (record, worker
+    // request, response) share one allocation, and nothing is copied again. Hex digits and
+    // hyphens are always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
