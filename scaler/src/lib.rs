@@ -6,7 +6,15 @@
 //! Layout:
 //! - `settings`: [`ScalingSettings`] and [`Metric`], validated the same way whether they come
 //!   from the config file or the admin API.
+//! - `policy`: [`Policy`], the rules of DESIGN.md §4, fed a [`Sample`] per tick; [`Mode`].
+//! - `decision`: [`Decision`], what the policy wants and the [`Reason`] why.
+//! - `window`: time-weighted averages and maxima over the stable and panic windows.
 
+mod decision;
+mod policy;
 mod settings;
+mod window;
 
+pub use decision::{Decision, Direction, Reason};
+pub use policy::{Mode, Policy, Sample};
 pub use settings::{Metric, Problem, ScalingSettings};
