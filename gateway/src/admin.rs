@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+use crate::error::{AuthFailure, ProxyError, error_answer};
 use crate::metrics::refresh_gauges;
 use crate::pipeline::Shared;
 use crate::stage::auth;
@@ -74,41 +75,17 @@ async fn require_admin_token(
     let open = access.admin_token.is_none()
         || path == "/healthz"
         || (path == "/metrics" && access.metrics_public);
-    if open || bearer(request.headers()).is_some_and(|token| access.is_admin(token)) {
+    let presented = auth::bearer(request.headers()).ok();
+    if open || presented.is_some_and(|token| access.is_admin(token)) {
         drop(access);
         return next.run(request).await;
     }
-    let missing = bearer(request.headers()).is_none();
-    let (code, message, challenge) = if missing {
-        (
-            "missing_token",
-            "missing bearer token: send `Authorization: Bearer <admin token>`",
-            "Bearer realm=\"portico-admin\"",
-        )
-    } else {
-        (
-            "invalid_token",
-            "invalid admin token",
-            "Bearer realm=\"portico-admin\", error=\"invalid_token\"",
-        )
+    let failure = match presented {
+        None => AuthFailure::Missing,
+        Some(_) => AuthFailure::InvalidToken,
     };
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(serde_json::json!({
-            "error": {"message": message, "type": "authentication_error", "code": code}
-        })),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
-    response
-}
-
-/// The token of exactly one well-formed `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    auth::bearer(headers).ok()
+    // The data plane's one error mapping: the same JSON and challenge as a project token.
+    error_answer(&ProxyError::Unauthorized(failure)).map(axum::body::Body::from)
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -75,6 +75,9 @@ pub enum TokenCommand {
 pub fn validate(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok ({})", path.display(), config.summary());
             ExitCode::SUCCESS
         }

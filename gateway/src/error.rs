@@ -57,7 +57,7 @@ pub enum ProxyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {
     /// No Authorization header, or an empty one.
-    #[error("missing bearer token: send `Authorization: Bearer <project token>`")]
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
     Missing,
     /// An Authorization header that is not one well-formed `Bearer <token>`.
     #[error("malformed Authorization header: {0}")]
@@ -125,12 +125,18 @@ impl ProxyError {
     }
 }
 
-/// The one mapping from [`ProxyError`] to status code and JSON body.
+/// The one mapping from [`ProxyError`] to status code and JSON body, as the data plane
+/// sends it.
 pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+    error_answer(err).map(ProxyBody::full)
+}
+
+/// The same answer with its body as bytes (the admin listener sends it through axum).
+pub fn error_answer(err: &ProxyError) -> Response<Bytes> {
     let body = serde_json::json!({
         "error": { "message": err.to_string(), "type": err.kind(), "code": err.code() }
     });
-    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    let mut response = Response::new(Bytes::from(body.to_string()));
     *response.status_mut() = err.status();
     let headers = response.headers_mut();
     headers.insert(

@@ -236,4 +236,24 @@ mod tests {
             "for=\"[::1]\";proto=https;host=\"api.example.com\""
         );
     }
+
+    /// A client's list header sent on several lines keeps every line, in order, before the
+    /// appended hop (the chain `stage::client` walks stays whole).
+    #[test]
+    fn appends_after_every_line_of_a_list_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        headers.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("203.0.113.9, 10.0.0.2"),
+        );
+        let client = ClientInfo {
+            ip: "10.0.0.1".parse().unwrap(),
+            scheme: "http",
+            host: None,
+        };
+        append_forwarding(&mut headers, client, &mut ForwardingCache::default());
+        let values: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(values, ["198.51.100.1, 203.0.113.9, 10.0.0.2, 10.0.0.1"]);
+    }
 }

@@ -125,16 +125,19 @@ impl UpstreamErrorKind {
 pub enum DenyReason {
     /// The client's address and listener port match no rule of the endpoint's groups.
     SecurityGroup,
-    /// No usable `Authorization: Bearer` header.
+    /// No `Authorization` header, or an empty one.
     MissingToken,
+    /// An `Authorization` header that is not one well-formed `Bearer <token>`.
+    MalformedAuthorization,
     /// A bearer token that is not one of the project's.
     InvalidToken,
 }
 
 impl DenyReason {
-    const ALL: [DenyReason; 3] = [
+    const ALL: [DenyReason; 4] = [
         DenyReason::SecurityGroup,
         DenyReason::MissingToken,
+        DenyReason::MalformedAuthorization,
         DenyReason::InvalidToken,
     ];
 
@@ -143,6 +146,7 @@ impl DenyReason {
         match self {
             DenyReason::SecurityGroup => "security_group",
             DenyReason::MissingToken => "missing_token",
+            DenyReason::MalformedAuthorization => "malformed_authorization",
             DenyReason::InvalidToken => "invalid_token",
         }
     }

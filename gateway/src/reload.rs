@@ -80,6 +80,9 @@ impl Reloader {
 
     /// Applies `config`: everything hot-reloadable, or nothing.
     pub fn apply(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        for warning in &config.warnings {
+            tracing::warn!(%warning, "configuration");
+        }
         // Everything that can fail first, so that a failure changes nothing.
         let mut certificates = Vec::new();
         for (name, store) in &self.certificates {
@@ -164,4 +167,50 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         out.push("server".to_string());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_server: &str, endpoints: &[(&str, &str)]) -> Config {
+        let mut text = format!(
+            "[server]\n{extra_server}\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\n\
+             [[project]]\nid = \"p\"\n[[security_group]]\nid = \"sg\"\ninbound = [{{ source = \"any\" }}]\n"
+        );
+        for (id, keys) in endpoints {
+            text.push_str(&format!(
+                "[[endpoint]]\nid = \"{id}\"\nproject = \"p\"\n{keys}\n\
+                 [endpoint.workers]\nkind = \"static\"\nurls = [\"http://127.0.0.1:9\"]\n"
+            ));
+        }
+        Config::from_toml_str(&text, Path::new(".")).expect("valid config")
+    }
+
+    /// What a reload applies is not reported; everything else that changed is.
+    #[test]
+    fn reports_what_needs_a_restart() {
+        let old = config("", &[("a", ""), ("b", "")]);
+        let hot = config(
+            "trusted_proxies = [\"10.0.0.0/8\"]\nmetrics_public = true",
+            &[
+                ("a", "security_groups = [\"sg\"]\npublic = true"),
+                ("b", ""),
+            ],
+        );
+        assert!(needs_restart(&old, &hot).is_empty());
+        let cold = config(
+            "grace_period_seconds = 1",
+            &[("a", "max_body_bytes = 10"), ("c", "")],
+        );
+        assert_eq!(
+            needs_restart(&old, &cold),
+            [
+                "endpoint a",
+                "endpoint c (added)",
+                "endpoint b (removed)",
+                "server"
+            ]
+        );
+    }
 }

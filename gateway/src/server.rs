@@ -50,6 +50,9 @@ pub async fn run(
     reload: Option<ReloadOn>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
     let prometheus = metrics::install();
     accesslog::start(config.server.access_log.as_deref()).map_err(RunError::AccessLog)?;
     let threads = match config.server.worker_threads {

@@ -110,6 +110,37 @@ fn invalid_fixture_lists_every_problem() {
     );
 }
 
+/// A CIDR block with host bits set is accepted as its network, with a warning that names
+/// the key and the block it became; a block without host bits gets none.
+#[test]
+fn host_bits_are_accepted_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = format!(
+        "{}\n[[security_group]]\nid = \"sg\"\ninbound = [{{ protocol = \"tcp\", source = \"2001:db8::1/32\" }}]\n",
+        MINIMAL_RUN.replacen(
+            "[server]\n",
+            "[server]\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.0/24\"]\n",
+            1
+        )
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = portico(&["validate", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].contains("server.trusted_proxies[0]") && warnings[0].contains("10.0.0.0/8"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].contains("security_group[sg].inbound[0].source")
+            && warnings[1].contains("2001:db8::/32"),
+        "{stderr}"
+    );
+}
+
 /// A missing config file is a clear error, not a panic.
 #[test]
 fn missing_config_is_reported() {

@@ -459,3 +459,84 @@ async fn h2_client_sees_a_reset_when_the_worker_dies() {
         "a fake [DONE] after the worker died"
     );
 }
+
+/// A TLS handshake with `addr` as `localhost` trusting only `cert`: whether it succeeded.
+async fn handshake_trusting(addr: SocketAddr, cert: &CertificateDer<'static>) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(cert.clone())
+        .expect("trusting the test certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connecting");
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .is_ok()
+}
+
+/// SIGHUP replaces a TLS listener's certificate: new handshakes get the new one, a
+/// connection opened before keeps working, and a reload whose key does not match its
+/// certificate changes nothing (the daemon keeps serving the certificate it had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_replaces_the_certificate() {
+    let worker = TestWorker::start(&[]);
+    let (old_der, old_cert, old_key) = test_certificate();
+    let gateway = support::TestGateway::start_with_files(
+        &ProxyConfig::new(&[worker.url()]).tls().toml(),
+        &[
+            ("cert.pem", old_cert.as_bytes()),
+            ("key.pem", old_key.as_bytes()),
+        ],
+    );
+    let addr = gateway.addr("public");
+    assert!(handshake_trusting(addr, &old_der).await);
+    let mut before = h1_over(tls(addr, &old_der, &[b"http/1.1"]).await).await;
+
+    let (new_der, new_cert, new_key) = test_certificate();
+    std::fs::write(gateway.dir().join("cert.pem"), &new_cert).expect("new certificate");
+    std::fs::write(gateway.dir().join("key.pem"), &new_key).expect("new key");
+    gateway.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handshake_trusting(addr, &new_der).await {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !handshake_trusting(addr, &old_der).await,
+        "the old certificate is still served after the reload"
+    );
+    // The connection made before the reload is untouched.
+    let answer = read(
+        before
+            .send_request(echo_request(format!("{E1}/echo/before"), None))
+            .await
+            .expect("request on the old connection"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    // A certificate whose key does not match: the reload fails whole.
+    let (_, third_cert, _) = test_certificate();
+    std::fs::write(gateway.dir().join("cert.pem"), &third_cert).expect("third certificate");
+    gateway.signal("HUP");
+    support::eventually("the failed reload is logged", READ, || {
+        gateway
+            .stderr()
+            .iter()
+            .any(|line| line.contains("reload failed"))
+            .then_some(())
+    });
+    assert!(
+        handshake_trusting(addr, &new_der).await,
+        "a failed reload changed the certificate"
+    );
+}

@@ -1090,24 +1090,19 @@ fn project_tokens_guard_endpoints() {
 
     let metrics = gateway.metrics();
     let count = |name: &str, labels: &[(&str, &str)]| metric(&metrics, name, labels).unwrap_or(0.0);
-    let missing = refused
-        .iter()
-        .filter(|refusal| refusal.code != "invalid_token")
-        .count();
-    assert_eq!(
-        count(
-            "portico_denied_total",
-            &[("endpoint", "e"), ("reason", "missing_token")]
-        ),
-        missing as f64
-    );
-    assert_eq!(
-        count(
-            "portico_denied_total",
-            &[("endpoint", "e"), ("reason", "invalid_token")]
-        ),
-        1.0
-    );
+    // The metric's reason is the answer's error code, one count per refusal.
+    for reason in ["missing_token", "malformed_authorization", "invalid_token"] {
+        let expected = refused.iter().filter(|r| r.code == reason).count();
+        assert!(expected > 0, "no refusal with {reason}");
+        assert_eq!(
+            count(
+                "portico_denied_total",
+                &[("endpoint", "e"), ("reason", reason)]
+            ),
+            expected as f64,
+            "portico_denied_total{{reason={reason}}}"
+        );
+    }
     for caller in ["ci", "ops"] {
         assert_eq!(
             count(

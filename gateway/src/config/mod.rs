@@ -44,6 +44,9 @@ pub struct Config {
     pub security_groups: Vec<SecurityGroup>,
     /// `[[endpoint]]`, in file order.
     pub endpoints: Vec<Endpoint>,
+    /// What was accepted but probably not meant (a CIDR block with host bits set), each
+    /// named by its key path; `portico validate` and start-up report them.
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {

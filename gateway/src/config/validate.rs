@@ -72,8 +72,12 @@ pub(crate) fn validate(
         origin,
         base_dir: &base_dir,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
-    let config = check.config(file);
+    let mut config = check.config(file);
+    if let Some(config) = &mut config {
+        config.warnings = std::mem::take(&mut check.warnings);
+    }
     let mut all = problems;
     // A value that failed to parse was reported once already; a default stood in for it.
     all.extend(
@@ -99,6 +103,7 @@ struct Check<'a> {
     origin: &'a Origin,
     base_dir: &'a Path,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 /// Names of what endpoints may refer to.
@@ -136,6 +141,7 @@ impl Check<'_> {
             projects: projects.into_iter().collect::<Option<_>>()?,
             security_groups: security_groups.into_iter().collect::<Option<_>>()?,
             endpoints: endpoints.into_iter().collect::<Option<_>>()?,
+            warnings: Vec::new(),
         })
     }
 
@@ -479,12 +485,11 @@ impl Check<'_> {
             );
             None
         } else {
-            match rule.source.parse::<Source>() {
-                Ok(source) => Some(source),
-                Err(err) => {
-                    self.bad(format!("{path}.source"), err.to_string());
-                    None
-                }
+            let text = rule.source.trim();
+            if text.eq_ignore_ascii_case("any") {
+                Some(Source::Any)
+            } else {
+                self.cidr(&format!("{path}.source"), text).map(Source::Cidr)
             }
         };
         if !protocol_ok {
@@ -1051,8 +1056,16 @@ impl Check<'_> {
     }
 
     fn cidr(&mut self, path: &str, text: &str) -> Option<Cidr> {
-        match text.parse::<Cidr>() {
-            Ok(cidr) => Some(cidr),
+        match Cidr::parse_with_warning(text) {
+            Ok((cidr, host_bits_set)) => {
+                if host_bits_set {
+                    self.warnings.push(Problem::new(
+                        path,
+                        format!("`{text}` has host bits set; it means `{cidr}`"),
+                    ));
+                }
+                Some(cidr)
+            }
             Err(err) => {
                 self.bad(path, err.to_string());
                 None

@@ -40,7 +40,8 @@ pub fn check(
         Err(failure) => {
             endpoint.metrics.denied(match failure {
                 AuthFailure::InvalidToken => DenyReason::InvalidToken,
-                AuthFailure::Missing | AuthFailure::Malformed(_) => DenyReason::MissingToken,
+                AuthFailure::Missing => DenyReason::MissingToken,
+                AuthFailure::Malformed(_) => DenyReason::MalformedAuthorization,
             });
             Err(ProxyError::Unauthorized(failure))
         }
