@@ -54,19 +54,46 @@ pub struct RequestStats {
 /// The client's request body, streamed to a worker.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     stats: Rc<RequestStats>,
     limit: u64,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Streamed from the client.
+    Client(Incoming),
+    /// Read whole already (a held streaming request, checked for `"stream": true`).
+    Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
     /// Wraps `inner`, failing once more than `limit` bytes arrived.
     pub fn new(inner: Incoming, stats: Rc<RequestStats>, limit: u64) -> RequestBody {
         RequestBody {
-            inner,
+            inner: Source::Client(inner),
             stats,
             limit,
         }
+    }
+
+    /// Reads the whole body (at most `limit` bytes) and returns it with a body that
+    /// replays it.
+    pub async fn buffer(mut self) -> Result<(Bytes, RequestBody), BodyError> {
+        use http_body_util::BodyExt as _;
+        let mut whole = bytes::BytesMut::new();
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                whole.extend_from_slice(&data);
+            }
+        }
+        let whole = whole.freeze();
+        let replay = RequestBody {
+            inner: Source::Buffered(Some(whole.clone()).filter(|b| !b.is_empty())),
+            stats: self.stats,
+            limit: self.limit,
+        };
+        Ok((whole, replay))
     }
 }
 
@@ -79,7 +106,14 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Client(inner) => inner,
+            // Counted when it was read from the client.
+            Source::Buffered(bytes) => {
+                return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))));
+            }
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total = this.stats.bytes_in.get() + data.len() as u64;
@@ -98,11 +132,19 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Buffered(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Client(inner) => inner.size_hint(),
+            Source::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 
@@ -208,6 +250,8 @@ use std::future::Future as _;
 enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// Written by a task: a held streaming request's keep-alives, then the worker's body.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 /// The body of every response Portico sends.
@@ -244,6 +288,15 @@ impl ProxyBody {
         }
     }
 
+    /// A body written by another task on this thread; it ends when the sender is dropped.
+    pub fn channel(receiver: tokio::sync::mpsc::Receiver<Bytes>) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Channel(receiver),
+            bytes_out: 0,
+            record: None,
+        }
+    }
+
     /// Attaches the request's telemetry, finished when the body ends or is dropped.
     pub fn with_record(mut self, record: Record) -> ProxyBody {
         self.record = Some(Box::new(record));
@@ -269,6 +322,9 @@ impl Body for ProxyBody {
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => body.poll_frame_inner(cx),
+            Kind::Channel(receiver) => receiver
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -290,6 +346,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.guard.is_none() || body.inner.is_end_stream(),
+            Kind::Channel(receiver) => receiver.is_closed() && receiver.is_empty(),
         }
     }
 
@@ -298,6 +355,7 @@ impl Body for ProxyBody {
             Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream(body) => body.inner.size_hint(),
+            Kind::Channel(_) => SizeHint::default(),
         }
     }
 }

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 
 use crate::access::EndpointAccess;
 use crate::config::{self, Config};
+use crate::control::Control;
 use crate::metrics::EndpointMetrics;
 use crate::worker::{Worker, WorkerId};
 
@@ -21,13 +22,17 @@ pub struct Endpoint {
     pub config: config::Endpoint,
     /// Indices (in config order) of the listeners serving it.
     listeners: Vec<usize>,
-    workers: Vec<Arc<Worker>>,
+    /// The workers taking (or finishing) requests: fixed for static workers, replaced
+    /// whole by the controller as replicas become ready and leave.
+    workers: ArcSwap<Vec<Arc<Worker>>>,
     /// Next worker for `round_robin`.
     cursor: AtomicUsize,
     /// Pre-resolved metric handles.
     pub metrics: EndpointMetrics,
     /// Security groups and tokens in force, replaced whole by a reload.
     pub access: ArcSwap<EndpointAccess>,
+    /// Scaling state shared with the controller: held requests, wake-ups, mode, events.
+    pub control: Control,
 }
 
 impl Endpoint {
@@ -39,10 +44,7 @@ impl Endpoint {
             config::WorkerKind::Static { urls } => urls
                 .iter()
                 .filter_map(|url| url.authority().cloned())
-                .map(|authority| {
-                    let id = WorkerId(NEXT_WORKER.fetch_add(1, Ordering::Relaxed));
-                    Arc::new(Worker::new(id, authority))
-                })
+                .map(|authority| Arc::new(Worker::new(next_worker_id(), authority)))
                 .collect(),
             // Process workers are started by the scaler's actuator.
             config::WorkerKind::Process { .. } => Vec::new(),
@@ -54,13 +56,15 @@ impl Endpoint {
             .map(|(i, _)| i)
             .collect();
         let metrics = EndpointMetrics::new(&config.project, &config.id);
+        let control = Control::new(&config);
         Endpoint {
             config,
             listeners,
-            workers,
+            workers: ArcSwap::from_pointee(workers),
             cursor: AtomicUsize::new(0),
             metrics,
             access,
+            control,
         }
     }
 
@@ -79,18 +83,63 @@ impl Endpoint {
         self.listeners.contains(&listener)
     }
 
-    /// The endpoint's workers.
-    pub fn workers(&self) -> &[Arc<Worker>] {
-        &self.workers
+    /// The endpoint's workers now (draining ones included).
+    pub fn workers(&self) -> Guard<Arc<Vec<Arc<Worker>>>> {
+        self.workers.load()
+    }
+
+    /// Whether any worker may take a request now.
+    pub fn has_available_worker(&self) -> bool {
+        self.workers.load().iter().any(|w| w.available())
+    }
+
+    /// Adds a worker (a replica passed its health check).
+    pub fn add_worker(&self, worker: Arc<Worker>) {
+        self.workers.rcu(|workers| {
+            let mut next = Vec::clone(workers);
+            next.push(Arc::clone(&worker));
+            next
+        });
+    }
+
+    /// Removes and retires the worker of replica `replica`, if there is one.
+    pub fn remove_replica(&self, replica: u32) -> Option<Arc<Worker>> {
+        let mut removed = None;
+        self.workers.rcu(|workers| {
+            let (gone, kept): (Vec<_>, Vec<_>) = workers
+                .iter()
+                .cloned()
+                .partition(|w| w.replica_id() == Some(replica));
+            removed = gone.into_iter().next();
+            kept
+        });
+        if let Some(worker) = &removed {
+            worker.retire();
+        }
+        removed
+    }
+
+    /// The worker of replica `replica`, if it is serving.
+    pub fn replica_worker(&self, replica: u32) -> Option<Arc<Worker>> {
+        self.workers
+            .load()
+            .iter()
+            .find(|w| w.replica_id() == Some(replica))
+            .cloned()
     }
 
     /// Requests in flight over all workers: the scaler's concurrency input.
     pub fn inflight(&self) -> u64 {
-        self.workers.iter().map(|w| w.inflight()).sum()
+        self.workers.load().iter().map(|w| w.inflight()).sum()
     }
 
     /// Advances the round-robin cursor.
     pub(crate) fn next_cursor(&self) -> usize {
         self.cursor.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// A process-unique worker id.
+pub fn next_worker_id() -> WorkerId {
+    WorkerId(NEXT_WORKER.fetch_add(1, Ordering::Relaxed))
 }

@@ -42,6 +42,24 @@ pub enum ProxyError {
         /// Endpoint id.
         endpoint: String,
     },
+    /// Worker: the endpoint is waking and already holds `scaling.max_pending` requests.
+    #[error("too many requests are waiting for endpoint {endpoint} to wake; retry later")]
+    TooManyPending {
+        /// Endpoint id.
+        endpoint: String,
+    },
+    /// Worker: no worker became ready within `scaling.cold_start_timeout_seconds`.
+    #[error("no worker of endpoint {endpoint} became ready in time; retry later")]
+    NoWorkerReady {
+        /// Endpoint id.
+        endpoint: String,
+    },
+    /// Configuration: an operator stopped the endpoint.
+    #[error("endpoint {endpoint} is stopped")]
+    EndpointStopped {
+        /// Endpoint id.
+        endpoint: String,
+    },
     /// Worker: it could not be reached, or failed before answering.
     #[error("the worker could not be reached or failed before answering")]
     WorkerUnavailable {
@@ -87,7 +105,10 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Denied => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoHealthyWorker { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyWorker { .. }
+            | ProxyError::NoWorkerReady { .. }
+            | ProxyError::EndpointStopped { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::WorkerUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::WorkerTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -102,7 +123,10 @@ impl ProxyError {
             ProxyError::BadRequest { .. } | ProxyError::BodyTooLarge { .. } => {
                 "invalid_request_error"
             }
+            ProxyError::TooManyPending { .. } => "rate_limit_error",
             ProxyError::NoHealthyWorker { .. }
+            | ProxyError::NoWorkerReady { .. }
+            | ProxyError::EndpointStopped { .. }
             | ProxyError::WorkerUnavailable { .. }
             | ProxyError::WorkerTimeout => "server_error",
         }
@@ -119,8 +143,24 @@ impl ProxyError {
             ProxyError::Denied => "denied_by_security_group",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoHealthyWorker { .. } => "no_healthy_worker",
+            ProxyError::TooManyPending { .. } => "too_many_pending",
+            ProxyError::NoWorkerReady { .. } => "no_worker_ready",
+            ProxyError::EndpointStopped { .. } => "endpoint_stopped",
             ProxyError::WorkerUnavailable { .. } => "worker_unavailable",
             ProxyError::WorkerTimeout => "worker_timeout",
+        }
+    }
+}
+
+impl ProxyError {
+    /// `Retry-After` seconds for answers a client should retry.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::NoHealthyWorker { .. } | ProxyError::TooManyPending { .. } => Some("1"),
+            // The workers are still loading: a retry at once would be held again.
+            ProxyError::NoWorkerReady { .. } => Some("10"),
+            ProxyError::EndpointStopped { .. } => Some("60"),
+            _ => None,
         }
     }
 }
@@ -143,8 +183,8 @@ pub fn error_answer(err: &ProxyError) -> Response<Bytes> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if err.status() == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(seconds) = err.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
     }
     if let ProxyError::Unauthorized(failure) = err {
         headers.insert(
@@ -211,6 +251,27 @@ mod tests {
                 "worker_unavailable",
             ),
             (ProxyError::WorkerTimeout, 504, "worker_timeout"),
+            (
+                ProxyError::TooManyPending {
+                    endpoint: "e".into(),
+                },
+                429,
+                "too_many_pending",
+            ),
+            (
+                ProxyError::NoWorkerReady {
+                    endpoint: "e".into(),
+                },
+                503,
+                "no_worker_ready",
+            ),
+            (
+                ProxyError::EndpointStopped {
+                    endpoint: "e".into(),
+                },
+                503,
+                "endpoint_stopped",
+            ),
         ];
         for (err, status, code) in cases {
             let response = error_response(&err);
@@ -230,6 +291,28 @@ mod tests {
             endpoint: "e".into(),
         });
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
+        for err in [
+            ProxyError::TooManyPending {
+                endpoint: "e".into(),
+            },
+            ProxyError::NoWorkerReady {
+                endpoint: "e".into(),
+            },
+            ProxyError::EndpointStopped {
+                endpoint: "e".into(),
+            },
+        ] {
+            assert!(
+                error_response(&err)
+                    .headers()
+                    .contains_key(header::RETRY_AFTER)
+            );
+        }
+        assert!(
+            !error_response(&ProxyError::WorkerTimeout)
+                .headers()
+                .contains_key(header::RETRY_AFTER)
+        );
         let bad = error_response(&ProxyError::BadRequest { reason: "r" });
         assert_eq!(bad.headers()[header::CONNECTION], "close");
         let invalid = error_response(&ProxyError::Unauthorized(AuthFailure::InvalidToken));

@@ -23,15 +23,25 @@ use crate::worker::Worker;
 /// turns true.
 pub fn spawn_probers(routes: &Routes, stop: &watch::Receiver<bool>) {
     for endpoint in routes.endpoints() {
-        for worker in endpoint.workers() {
-            tokio::spawn(probe_loop(
-                Arc::clone(worker),
-                endpoint.config.workers.health_path.clone(),
-                endpoint.config.health.clone(),
-                stop.clone(),
-            ));
+        for worker in endpoint.workers().iter() {
+            spawn_prober(&endpoint.config, worker, stop);
         }
     }
+}
+
+/// Starts the probe loop of one worker of the endpoint configured by `config`; it ends when
+/// `stop` turns true or the worker is retired.
+pub fn spawn_prober(
+    config: &crate::config::Endpoint,
+    worker: &Arc<Worker>,
+    stop: &watch::Receiver<bool>,
+) {
+    tokio::spawn(probe_loop(
+        Arc::clone(worker),
+        config.workers.health_path.clone(),
+        config.health.clone(),
+        stop.clone(),
+    ));
 }
 
 async fn probe_loop(
@@ -42,11 +52,18 @@ async fn probe_loop(
 ) {
     let mut ticks = tokio::time::interval(health.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    if worker.replica_id().is_some() {
+        // A replica Portico started has just passed its readiness check.
+        ticks.reset();
+    }
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             _ = ticks.tick() => {}
+        }
+        if worker.retired() {
+            return;
         }
         if probe(&worker, &path, health.timeout).await {
             successes += 1;

@@ -22,6 +22,7 @@
 //! - `body`: streaming request and response bodies.
 //! - `headers`: hop-by-hop removal and forwarding headers.
 //! - `health`: active health probes.
+//! - `control`: per-endpoint controllers (scaler policy → actuator), held requests, events.
 //! - `metrics`, `accesslog`: Prometheus metrics and the JSON access log (written by
 //!   `jsonline`).
 //! - `admin`: the admin listener.
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod endpoint;
 pub mod error;

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use scaler::{Direction, ReplicaState};
+
 use crate::routes::Routes;
 use crate::worker::WorkerState;
 
@@ -70,6 +72,23 @@ fn describe() {
         "Requests authenticated with a project token, by the token's name."
     );
     metrics::describe_gauge!("portico_ws_connections", "Open WebSocket sessions.");
+    metrics::describe_gauge!(
+        "portico_desired_workers",
+        "Workers the autoscaler (or an operator's pin) wants."
+    );
+    metrics::describe_gauge!(
+        "portico_pending_requests",
+        "Requests held while the endpoint has no ready worker."
+    );
+    metrics::describe_histogram!(
+        "portico_cold_start_seconds",
+        metrics::Unit::Seconds,
+        "Time from a wake at zero workers to the first ready worker."
+    );
+    metrics::describe_counter!(
+        "portico_scale_events_total",
+        "Changes of the desired worker count, by direction."
+    );
     metrics::describe_counter!(
         "portico_ws_messages_total",
         "WebSocket messages relayed, by direction."
@@ -174,6 +193,9 @@ pub struct EndpointMetrics {
     ws_connections: Gauge,
     ws_messages: [Counter; 2],
     ws_bytes: [Counter; 2],
+    desired_workers: Gauge,
+    scale_events: [Counter; 2],
+    cold_start: Histogram,
 }
 
 impl std::fmt::Debug for EndpointMetrics {
@@ -232,6 +254,21 @@ impl EndpointMetrics {
                     "direction" => direction
                 )
             }),
+            desired_workers: metrics::gauge!(
+                "portico_desired_workers",
+                "endpoint" => endpoint.to_string()
+            ),
+            scale_events: [Direction::Up, Direction::Down].map(|direction| {
+                metrics::counter!(
+                    "portico_scale_events_total",
+                    "endpoint" => endpoint.to_string(),
+                    "direction" => direction.as_str()
+                )
+            }),
+            cold_start: metrics::histogram!(
+                "portico_cold_start_seconds",
+                "endpoint" => endpoint.to_string()
+            ),
         }
     }
 
@@ -278,6 +315,25 @@ impl EndpointMetrics {
         self.ws_bytes[direction].increment(bytes);
     }
 
+    /// The desired worker count of the last decision.
+    pub fn desired_workers(&self, workers: u32) {
+        self.desired_workers.set(f64::from(workers));
+    }
+
+    /// Counts one change of the desired worker count.
+    pub fn scale_event(&self, direction: Direction) {
+        let index = match direction {
+            Direction::Up => 0,
+            Direction::Down => 1,
+        };
+        self.scale_events[index].increment(1);
+    }
+
+    /// Records a cold start: from the wake to the first ready worker.
+    pub fn cold_start(&self, seconds: f64) {
+        self.cold_start.record(seconds);
+    }
+
     /// Counts one failure talking to a worker.
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         // `ALL` lists every variant in declaration order.
@@ -285,30 +341,56 @@ impl EndpointMetrics {
     }
 }
 
+/// Worker states as `portico_workers{state}` labels them: the health of serving workers,
+/// and the actuator's replicas that are not serving (starting, or failed and waiting to
+/// restart).
+const WORKER_STATES: [&str; 6] = [
+    "healthy",
+    "unhealthy",
+    "ejected",
+    "draining",
+    "starting",
+    "failed",
+];
+
 /// Sets the gauges that mirror atomics, just before a scrape.
 pub fn refresh_gauges(routes: &Routes) {
     for endpoint in routes.endpoints() {
-        let mut states = [0u32; 3];
-        for worker in endpoint.workers() {
+        let id = endpoint.id().to_string();
+        let mut states = [0u32; WORKER_STATES.len()];
+        for worker in endpoint.workers().iter() {
             metrics::gauge!(
                 "portico_inflight_requests",
-                "endpoint" => endpoint.id().to_string(),
+                "endpoint" => id.clone(),
                 "worker" => worker.label().to_string()
             )
             .set(worker.inflight() as f64);
-            states[worker.state() as usize] += 1;
+            let index = match worker.state() {
+                WorkerState::Healthy => 0,
+                WorkerState::Unhealthy => 1,
+                WorkerState::Ejected => 2,
+                WorkerState::Draining => 3,
+            };
+            states[index] += 1;
         }
-        for state in [
-            WorkerState::Healthy,
-            WorkerState::Unhealthy,
-            WorkerState::Ejected,
-        ] {
+        if let Some(actuator) = endpoint.control.actuator() {
+            for replica in actuator.replicas() {
+                match replica.state {
+                    ReplicaState::Starting => states[4] += 1,
+                    ReplicaState::Failed => states[5] += 1,
+                    ReplicaState::Ready | ReplicaState::Draining => {}
+                }
+            }
+        }
+        for (state, count) in WORKER_STATES.iter().zip(states) {
             metrics::gauge!(
                 "portico_workers",
-                "endpoint" => endpoint.id().to_string(),
-                "state" => state.as_str()
+                "endpoint" => id.clone(),
+                "state" => *state
             )
-            .set(f64::from(states[state as usize]));
+            .set(f64::from(count));
         }
+        metrics::gauge!("portico_pending_requests", "endpoint" => id)
+            .set(f64::from(endpoint.control.admission.pending()));
     }
 }

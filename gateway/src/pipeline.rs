@@ -23,7 +23,7 @@ use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
 use crate::stage::ws::{self, Session};
-use crate::stage::{auth, balance, client, ipfilter, route};
+use crate::stage::{admit, auth, balance, client, ipfilter, route};
 
 /// State every data-plane thread reads, each part swapped whole on reload.
 #[derive(Debug)]
@@ -145,8 +145,7 @@ async fn proxy(
     drop(access);
 
     // 4. async routes come before admit: an accepted job is queued even when no worker
-    //    runs. 5. admit holds requests while an endpoint wakes, before balance needs a
-    //    ready worker.
+    //    runs.
 
     // The declared length is checked before any worker is touched; a chunked body is
     // counted as it streams.
@@ -178,6 +177,13 @@ async fn proxy(
     if upgrade {
         ws::prepare(&mut request);
     }
+
+    // 5. admit: hold the request while the endpoint wakes, before balance needs a ready
+    //    worker. After the checks above, so that a refused request never wakes workers.
+    let mut request = match admit::admit(&endpoint, request, record).await? {
+        admit::Admitted::Now(request) => request,
+        admit::Admitted::Waking(response) => return Ok((response, None)),
+    };
 
     // 6. balance, then 7. forward (or relay a WebSocket), with one retry on another worker
     //    when nothing reached the first (connect failed); never after the worker may have

@@ -16,7 +16,7 @@ use crate::listen::Listeners;
 use crate::pipeline::Shared;
 use crate::reload::Reloader;
 use crate::routes::Routes;
-use crate::{accesslog, admin, health, metrics, tls};
+use crate::{accesslog, admin, control, health, metrics, tls};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,15 @@ pub async fn run(
         grace: config.server.grace_period,
     });
     health::spawn_probers(&shared.routes.load(), &stop_rx);
+    // Controllers outlive the data plane's drain: requests finishing on a worker need it
+    // running, so workers are stopped only after the last connection closed.
+    let (control_stop_tx, control_stop_rx) = watch::channel(false);
+    let controllers = control::spawn_all(
+        &shared.routes.load(),
+        config.server.grace_period,
+        &control_stop_rx,
+        &stop_rx,
+    );
     let data_threads = dataplane::start(
         Arc::clone(&shared),
         data,
@@ -142,6 +151,13 @@ pub async fn run(
         Err(err) => tracing::warn!(error = %err, "admin listener task failed"),
         Ok(Ok(())) => {}
     }
+    let _ = control_stop_tx.send(true);
+    for controller in controllers {
+        if let Err(err) = controller.await {
+            tracing::warn!(error = %err, "a controller task failed");
+        }
+    }
+    tracing::info!("all workers stopped");
     tracing::info!("all connections closed");
     Ok(())
 }

@@ -24,7 +24,13 @@ pub struct Worker {
     /// The `Host` header sent to it, built once.
     host_header: HeaderValue,
     label: String,
+    /// The actuator's replica number, for workers Portico started.
+    replica: Option<u32>,
     inflight: AtomicU64,
+    /// Chosen for scale-down: finishing its requests, taking no new ones.
+    draining: AtomicBool,
+    /// Gone from its endpoint: its health prober stops.
+    retired: AtomicBool,
     /// The active prober's verdict; workers start up.
     probed_up: AtomicBool,
     /// Passive: consecutive 5xx answers or connect failures.
@@ -45,6 +51,8 @@ pub enum WorkerState {
     Unhealthy,
     /// Passively ejected after consecutive failures.
     Ejected,
+    /// Leaving (scale-down): finishing its requests, taking no new ones.
+    Draining,
 }
 
 impl WorkerState {
@@ -54,6 +62,7 @@ impl WorkerState {
             WorkerState::Healthy => "healthy",
             WorkerState::Unhealthy => "unhealthy",
             WorkerState::Ejected => "ejected",
+            WorkerState::Draining => "draining",
         }
     }
 }
@@ -61,6 +70,11 @@ impl WorkerState {
 impl Worker {
     /// A worker reachable at `authority` (`host:port`).
     pub fn new(id: WorkerId, authority: Authority) -> Worker {
+        Worker::replica(id, authority, None)
+    }
+
+    /// A worker that is replica `replica` of its endpoint's actuator.
+    pub fn replica(id: WorkerId, authority: Authority, replica: Option<u32>) -> Worker {
         let connect_to = match authority.port_u16() {
             Some(_) => authority.to_string(),
             None => format!("{}:80", authority.host()),
@@ -74,7 +88,10 @@ impl Worker {
             connect_to,
             host_header,
             authority,
+            replica,
             inflight: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             probed_up: AtomicBool::new(true),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -108,6 +125,27 @@ impl Worker {
         &self.label
     }
 
+    /// The actuator's replica number, for workers Portico started.
+    pub fn replica_id(&self) -> Option<u32> {
+        self.replica
+    }
+
+    /// Takes it out of balancing for good: it finishes what it has (scale-down).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks it gone from its endpoint (its prober stops).
+    pub fn retire(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was removed from its endpoint.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
     /// Requests (and WebSockets) in flight on this worker now.
     pub fn inflight(&self) -> u64 {
         self.inflight.load(Ordering::Relaxed)
@@ -123,7 +161,9 @@ impl Worker {
 
     /// Health as the balancer sees it now.
     pub fn state(&self) -> WorkerState {
-        if !self.probed_up.load(Ordering::Relaxed) {
+        if self.draining.load(Ordering::Relaxed) {
+            WorkerState::Draining
+        } else if !self.probed_up.load(Ordering::Relaxed) {
             WorkerState::Unhealthy
         } else if self.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms() {
             WorkerState::Ejected

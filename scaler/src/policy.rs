@@ -139,6 +139,11 @@ impl Policy {
         self.decide(now)
     }
 
+    /// Decides again on the last sample, without a new one (the opening decision).
+    pub fn decide_now(&mut self, now: Duration) -> Decision {
+        self.decide(now)
+    }
+
     /// Demand found no ready worker (DESIGN.md §4: wake at once, no tick wait). At zero in
     /// auto mode this asks for one worker now; otherwise it changes nothing but the idle clock
     /// (and returns the standing decision).

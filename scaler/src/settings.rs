@@ -59,6 +59,9 @@ pub struct ScalingSettings {
     pub max_pending: u32,
     /// How long a held request waits for a worker.
     pub cold_start_timeout: Duration,
+    /// While a streaming request is held, an SSE comment (`: waking`) is sent this often so
+    /// clients and intermediaries do not time out; zero turns it off.
+    pub waking_keepalive: Duration,
 }
 
 impl Default for ScalingSettings {
@@ -75,6 +78,7 @@ impl Default for ScalingSettings {
             panic_threshold: 2.0,
             max_pending: 1000,
             cold_start_timeout: Duration::from_secs(600),
+            waking_keepalive: Duration::from_secs(5),
         }
     }
 }

@@ -386,6 +386,8 @@ pub struct FileScaling {
     pub max_pending: u32,
     /// How long a held request waits. Default 600.
     pub cold_start_timeout_seconds: u64,
+    /// SSE `: waking` comments to a held streaming request this often; 0 = off. Default 5.
+    pub waking_keepalive_seconds: u64,
 }
 
 impl Default for FileScaling {
@@ -413,6 +415,7 @@ impl From<&scaler::ScalingSettings> for FileScaling {
             panic_threshold: s.panic_threshold,
             max_pending: s.max_pending,
             cold_start_timeout_seconds: s.cold_start_timeout.as_secs(),
+            waking_keepalive_seconds: s.waking_keepalive.as_secs(),
         }
     }
 }

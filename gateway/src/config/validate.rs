@@ -922,6 +922,7 @@ impl Check<'_> {
             panic_threshold: s.panic_threshold,
             max_pending: s.max_pending,
             cold_start_timeout: Duration::from_secs(s.cold_start_timeout_seconds),
+            waking_keepalive: Duration::from_secs(s.waking_keepalive_seconds),
         };
         for problem in settings.problems() {
             self.bad(format!("{path}.{}", problem.key), problem.message);

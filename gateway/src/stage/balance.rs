@@ -18,22 +18,23 @@ pub fn pick(endpoint: &Endpoint, exclude: Option<WorkerId>) -> Result<Arc<Worker
             .or_else(|| choose(endpoint, Worker::available)),
         None => choose(endpoint, Worker::available),
     };
-    chosen.cloned().ok_or_else(|| ProxyError::NoHealthyWorker {
+    chosen.ok_or_else(|| ProxyError::NoHealthyWorker {
         endpoint: endpoint.id().to_string(),
     })
 }
 
-fn choose(endpoint: &Endpoint, usable: impl Fn(&Worker) -> bool) -> Option<&Arc<Worker>> {
+fn choose(endpoint: &Endpoint, usable: impl Fn(&Worker) -> bool) -> Option<Arc<Worker>> {
     let workers = endpoint.workers();
-    match endpoint.config.balance.strategy {
-        BalanceStrategy::LeastInflight => least_inflight(workers, usable),
+    let chosen = match endpoint.config.balance.strategy {
+        BalanceStrategy::LeastInflight => least_inflight(&workers, usable),
         BalanceStrategy::RoundRobin => {
             let start = endpoint.next_cursor();
             (0..workers.len())
                 .map(|i| &workers[(start + i) % workers.len()])
                 .find(|w| usable(w))
         }
-    }
+    };
+    chosen.cloned()
 }
 
 fn least_inflight(

@@ -51,6 +51,32 @@ pub struct Record {
     pub ws: Option<WsSummary>,
 }
 
+impl Record {
+    /// A copy for a task that forwards on the request's behalf after its response was
+    /// sent (a held streaming request); the original stays with the response and is the one
+    /// logged.
+    pub fn detached(&self) -> Record {
+        Record {
+            start: self.start,
+            time: self.time,
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip,
+            listener: Rc::clone(&self.listener),
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            version: self.version,
+            endpoint: self.endpoint.clone(),
+            worker: None,
+            status: 0,
+            stats: Rc::clone(&self.stats),
+            first_byte: None,
+            caller: self.caller.clone(),
+            error: None,
+            ws: None,
+        }
+    }
+}
+
 /// Counters of one WebSocket session, for its access-log line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WsSummary {

@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` and Prometheus `/metrics` (the admin API grows here).
+//! The admin listener: `/healthz`, Prometheus `/metrics`, and the admin API
+//! (`/admin/endpoints…`, in `endpoints`).
 //!
 //! With `server.admin_token_sha256` set, every route but `/healthz` needs
 //! `Authorization: Bearer <admin token>` (`/metrics` too, unless `server.metrics_public`);
@@ -20,6 +21,8 @@ use crate::metrics::refresh_gauges;
 use crate::pipeline::Shared;
 use crate::stage::auth;
 
+mod endpoints;
+
 #[derive(Clone)]
 struct Admin {
     shared: Arc<Shared>,
@@ -40,6 +43,7 @@ pub async fn serve(
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/metrics", get(render_metrics))
+        .merge(endpoints::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -88,11 +92,6 @@ async fn require_admin_token(
     error_answer(&ProxyError::Unauthorized(failure)).map(axum::body::Body::from)
 }
 
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({
-            "error": {"message": "no such admin route", "type": "not_found_error", "code": "not_found"}
-        })),
-    )
+async fn not_found() -> Response {
+    endpoints::error(StatusCode::NOT_FOUND, "not_found", "no such admin route")
 }

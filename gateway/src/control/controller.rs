@@ -1,0 +1,234 @@
+//! One controller task per endpoint: every tick (and at once on a wake or an operator's
+//! order) it samples the endpoint's demand, asks the [`Policy`] for a worker count, and hands
+//! the count to the endpoint's [`Actuator`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scaler::{
+    Actuator, Decision, Direction, FixedActuator, Metric, Mode, Policy, ProcessActuator,
+    ProcessSpec, ReplicaState, Sample,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use super::hooks::EndpointHooks;
+use super::{Command, Detail, EventKind, Order, scrape};
+use crate::config::{self, WorkerKind};
+use crate::endpoint::Endpoint;
+use crate::routes::Routes;
+
+/// How often the policy samples demand (DESIGN.md §1: tick ≤ 1 s).
+const TICK: Duration = Duration::from_secs(1);
+
+/// Starts one controller per endpoint on the current (control) runtime. Each ends when
+/// `stop` turns true, after stopping its workers; `probers` ends the health probes of
+/// replicas it adds.
+pub fn spawn_all(
+    routes: &Routes,
+    grace: Duration,
+    stop: &watch::Receiver<bool>,
+    probers: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    routes
+        .endpoints()
+        .iter()
+        .map(|endpoint| {
+            let actuator = actuator(endpoint, grace, probers);
+            if endpoint
+                .control
+                .actuator
+                .set(Arc::clone(&actuator))
+                .is_err()
+            {
+                tracing::warn!(endpoint = endpoint.id(), "controller started twice");
+            }
+            tokio::spawn(run(Arc::clone(endpoint), actuator, stop.clone()))
+        })
+        .collect()
+}
+
+fn actuator(
+    endpoint: &Arc<Endpoint>,
+    grace: Duration,
+    probers: &watch::Receiver<bool>,
+) -> Arc<dyn Actuator> {
+    let config = &endpoint.config;
+    match &config.workers.kind {
+        WorkerKind::Static { .. } => Arc::new(FixedActuator::new(
+            endpoint
+                .workers()
+                .iter()
+                .map(|w| w.authority().to_string())
+                .collect(),
+        )),
+        WorkerKind::Process { command, env } => {
+            let spec = ProcessSpec::new(
+                config.id.clone(),
+                command.clone(),
+                env.clone(),
+                config.workers.health_path.clone(),
+                config.workers.startup_timeout,
+                grace,
+            );
+            let hooks = EndpointHooks::new(endpoint, probers.clone());
+            ProcessActuator::start(spec, Arc::new(hooks))
+        }
+    }
+}
+
+async fn run(
+    endpoint: Arc<Endpoint>,
+    actuator: Arc<dyn Actuator>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let control = &endpoint.control;
+    let Some(mut inbox) = super::lock(&control.inbox).take() else {
+        return;
+    };
+    let epoch = Instant::now();
+    let now = || epoch.elapsed();
+    let mut policy = Policy::new(control.settings().as_ref().clone(), now());
+    control.events.record(
+        EventKind::Created,
+        format!(
+            "endpoint created: {} workers, scaling {}",
+            worker_kind(&endpoint.config),
+            policy.settings().min_workers
+        ),
+        Detail {
+            workers: Some(policy.desired()),
+            ..Detail::default()
+        },
+    );
+    let first = policy.decide_now(now());
+    act(&endpoint, &*actuator, &policy, &first, None);
+
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            _ = control.wake.notified() => {
+                let decision = policy.wake(now());
+                act(&endpoint, &*actuator, &policy, &decision, None);
+            }
+            Some(command) = inbox.recv() => {
+                let Command { order, reply } = command;
+                let decision = obey(&mut policy, now(), order);
+                act(&endpoint, &*actuator, &policy, &decision, Some(order));
+                let _ = reply.send(control.status());
+            }
+            _ = ticks.tick() => {
+                let sample = sample(&endpoint, &*actuator, policy.settings().metric.clone()).await;
+                let decision = policy.tick(now(), sample);
+                act(&endpoint, &*actuator, &policy, &decision, None);
+            }
+        }
+    }
+    actuator.shutdown().await;
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The borrow `wait_for` returns must not live across the select's other arms.
+    let _ = stop.wait_for(|stopped| *stopped).await.map(|_| ());
+}
+
+fn obey(policy: &mut Policy, now: Duration, order: Order) -> Decision {
+    match order {
+        Order::Scale(n) => policy.pin(now, n),
+        Order::Autoscale => policy.unpin(now),
+        Order::Stop => policy.stop(now),
+        Order::Start => policy.start(now),
+    }
+}
+
+/// Demand and workers now.
+async fn sample(endpoint: &Endpoint, actuator: &dyn Actuator, metric: Metric) -> Sample {
+    let control = &endpoint.control;
+    let pending = u64::from(control.admission.pending());
+    let workers = endpoint.workers();
+    let ready = workers.iter().filter(|w| w.available()).count();
+    let starting = actuator
+        .replicas()
+        .iter()
+        .filter(|r| r.state == ReplicaState::Starting)
+        .count();
+    drop(workers);
+    let custom = match &metric {
+        Metric::Custom(name) => scrape::custom_metric(endpoint, name).await,
+        _ => None,
+    };
+    Sample {
+        // Held requests are demand too: they wait for workers that do not exist yet.
+        in_flight: u32::try_from(endpoint.inflight() + pending).unwrap_or(u32::MAX),
+        arrivals: control.take_arrivals(),
+        custom,
+        queue_depth: 0,
+        ready: u32::try_from(ready).unwrap_or(u32::MAX),
+        starting: u32::try_from(starting).unwrap_or(u32::MAX),
+    }
+}
+
+/// Publishes a decision: status, metrics, events, and the count to the actuator.
+fn act(
+    endpoint: &Endpoint,
+    actuator: &dyn Actuator,
+    policy: &Policy,
+    decision: &Decision,
+    order: Option<Order>,
+) {
+    let control = &endpoint.control;
+    let mode = policy.mode();
+    let before = control.status();
+    control.set_status(decision, mode);
+    control.set_stopped(mode == Mode::Stopped);
+    endpoint.metrics.desired_workers(decision.desired);
+    if let Some(order) = order {
+        let (kind, message) = match order {
+            Order::Scale(n) => (EventKind::Pinned, format!("pinned to {n} workers")),
+            Order::Autoscale => (EventKind::Autoscaled, "autoscaling resumed".to_string()),
+            Order::Stop => (EventKind::Stopped, "stopped: traffic refused".to_string()),
+            Order::Start => (EventKind::Started, "started".to_string()),
+        };
+        if before.mode != mode || matches!(order, Order::Scale(_)) {
+            control.events.record(kind, message, Detail::default());
+        }
+    }
+    if let Some(direction) = decision.direction() {
+        if decision.previous == 0 && direction == Direction::Up {
+            control.mark_woken();
+            control.events.record(
+                EventKind::Woke,
+                format!("woke from zero: {}", decision.reason),
+                Detail {
+                    reason: Some(decision.reason.to_string()),
+                    ..Detail::default()
+                },
+            );
+        }
+        endpoint.metrics.scale_event(direction);
+        let kind = match direction {
+            Direction::Up => EventKind::ScaledUp,
+            Direction::Down => EventKind::ScaledDown,
+        };
+        control.events.record(
+            kind,
+            decision.to_string(),
+            Detail {
+                reason: Some(decision.reason.to_string()),
+                workers: Some(decision.desired),
+                ..Detail::default()
+            },
+        );
+    }
+    actuator.set_desired(decision.desired);
+}
+
+fn worker_kind(config: &config::Endpoint) -> &'static str {
+    match config.workers.kind {
+        WorkerKind::Static { .. } => "static",
+        WorkerKind::Process { .. } => "process",
+    }
+}
