@@ -420,9 +420,19 @@ fn operator_orders() {
     eventually("three pinned workers", Duration::from_secs(20), || {
         (ready(&gw) == 3).then_some(())
     });
-    // Idle far longer than the timeout, still pinned.
-    thread::sleep(Duration::from_secs(3));
-    assert_eq!(ready(&gw), 3);
+    // Idle for longer than the idle timeout and the cooldown together: still pinned.
+    eventually("replicas up for 3 s", Duration::from_secs(20), || {
+        let state = endpoint(&gw);
+        let replicas = state["workers"]["replicas"].as_array().unwrap().clone();
+        replicas
+            .iter()
+            .all(|r| r["uptime_seconds"].as_f64().unwrap() >= 3.0)
+            .then_some(())
+    });
+    let state = endpoint(&gw);
+    assert_eq!(state["workers"]["ready"], 3, "{state}");
+    assert_eq!(state["reason"], "pinned by hand", "{state}");
+    assert_eq!(count_events(&gw, "scaled_down"), 0);
 
     let (status, state) = admin_post(&gw, "/admin/endpoints/e1/autoscale", "");
     assert_eq!(status, 200);

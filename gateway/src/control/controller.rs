@@ -93,9 +93,10 @@ async fn run(
     control.events.record(
         EventKind::Created,
         format!(
-            "endpoint created: {} workers, scaling {}",
+            "endpoint created: {} workers, {} to {}",
             worker_kind(&endpoint.config),
-            policy.settings().min_workers
+            policy.settings().min_workers,
+            policy.settings().max_workers
         ),
         Detail {
             workers: Some(policy.desired()),
