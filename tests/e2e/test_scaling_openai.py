@@ -111,3 +111,20 @@ def alive(pid):
         return False
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_websocket_through_a_cold_start(portico_from_config):
+    """A WebSocket upgrade to an endpoint at zero is held like any request, then relayed."""
+    import websocket
+
+    proc, _, admin = start(portico_from_config, 1500)
+    url = f"ws://{proc.listening['public']}/project/p/endpoint/e/ws"
+    began = time.monotonic()
+    ws = websocket.create_connection(url, timeout=20)
+    try:
+        assert time.monotonic() - began >= 1.5
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        assert admin_call(admin)["inflight"] == 1
+    finally:
+        ws.close()

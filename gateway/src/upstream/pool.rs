@@ -55,6 +55,14 @@ impl Pooled {
         }
         HTTP1.with(|pools| {
             let mut pools = pools.borrow_mut();
+            if !pools.contains_key(&self.worker) {
+                // A worker new to this thread: a good moment to forget workers that went
+                // away (scaled down, crashed), whose connections are closed or stale.
+                pools.retain(|_, idle| {
+                    idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= IDLE_TIMEOUT);
+                    !idle.is_empty()
+                });
+            }
             let idle = pools.entry(self.worker).or_default();
             if idle.len() < MAX_IDLE {
                 idle.push(Idle {
@@ -133,7 +141,10 @@ pub async fn checkout_http2(
         }
     });
     HTTP2.with(|pools| {
-        pools.borrow_mut().insert(worker.id(), sender.clone());
+        let mut pools = pools.borrow_mut();
+        // Connections to workers that went away are closed: forget them.
+        pools.retain(|_, sender| !sender.is_closed());
+        pools.insert(worker.id(), sender.clone());
     });
     Ok(sender)
 }
