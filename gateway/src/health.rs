@@ -6,17 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::Health;
 use crate::routes::Routes;
-use crate::upstream::connect;
+use crate::upstream::control_get;
 use crate::worker::Worker;
 
 /// Starts one probe loop per worker on the current (control) runtime; they end when `stop`
@@ -92,16 +87,7 @@ async fn probe_loop(
 /// One probe over a fresh connection.
 pub async fn probe(worker: &Worker, path: &str, timeout: Duration) -> bool {
     let attempt = async {
-        let stream = connect(worker, timeout).await.ok()?;
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(connection);
-        let request = Request::get(path)
-            .header(header::HOST, worker.authority().as_str())
-            .header(header::USER_AGENT, "portico-health")
-            .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let response = sender.send_request(request).await.ok()?;
+        let response = control_get(worker, path, "portico-health", timeout).await?;
         Some(response.status().is_success() || response.status().is_redirection())
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))

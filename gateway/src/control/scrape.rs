@@ -3,14 +3,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt as _, Limited};
 
 use crate::endpoint::Endpoint;
-use crate::upstream::connect;
+use crate::upstream::control_get;
 use crate::worker::Worker;
 
 /// A metrics page larger than this is not read (vLLM's is tens of KiB).
@@ -49,16 +45,7 @@ pub async fn custom_metric(endpoint: &Endpoint, name: &str) -> Option<f64> {
 /// One worker's metrics page, or `None` on any failure within `timeout`.
 async fn fetch(worker: &Worker, path: &str, timeout: Duration) -> Option<String> {
     let attempt = async {
-        let stream = connect(worker, timeout).await.ok()?;
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(connection);
-        let request = Request::get(path)
-            .header(header::HOST, worker.authority().as_str())
-            .header(header::USER_AGENT, "portico-scaler")
-            .header(header::ACCEPT, "text/plain")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let response = sender.send_request(request).await.ok()?;
+        let response = control_get(worker, path, "portico-scaler", timeout).await?;
         if !response.status().is_success() {
             return None;
         }
