@@ -4,6 +4,10 @@
 # Scenarios (all when none is named):
 #   http  wrk -t1 -c32 GET of a small JSON answer: requests/s, p50/p99, proxy CPU per request
 #   sse   ssebench: N concurrent SSE streams, per-event delay added by each proxy
+#   scale scalebench: Portico's autoscaler with fakeworker process workers (cold-start
+#         hand-off and wake time, reaction to a burst, a plot); writes
+#         docs/benchmarks-scaling.md and docs/img/scaling-burst.svg. Needs neither nginx
+#         nor wrk, and starts its own Portico (twice); run alone it starts nothing else.
 #
 # Method (shared/PERFORMANCE.md, docs/benchmarks.md): proxy CPU time from
 # /proc/<pid>/task/*/schedstat (all threads and child processes) around each run; paths
@@ -24,18 +28,22 @@
 #   BENCH_QUIET_WAIT=10       seconds to wait for the other load to drop before each run
 #   BENCH_QUIET_BUDGET=120    seconds of such waiting in all, after which runs start at once
 #   BENCH_PORTICO_THREADS=1   Portico server.worker_threads
+#   BENCH_SCALE_ROUNDS=12     cold starts (scale)               BENCH_SCALE_BURSTS=3
+#   BENCH_SCALE_OUT=docs/benchmarks-scaling.md (the plot goes to img/scaling-burst.svg beside it)
 #   BENCH_OUT=docs/benchmarks.md   BENCH_NO_BUILD=1 (skip cargo build)   BENCH_KEEP=1 (keep the run dir)
 #
 # Extending (issue 9): a path is a name in TARGETS with its BASE URL and PROXY_PID (start it
 # beside nginx, config template in bench/peers/); a scenario is a SCENARIO_run function
 # measuring one path once and appending one JSON line per try to $RESULTS, a case in the
-# argument parser, an `interleave` call and a section function in the report.
+# argument parser, an `interleave` call and a section function in the report. A scenario
+# that brings its own processes and report (like `scale`) is a block run before the
+# peers start; `needs_peers` says whether any scenario asked for needs them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ALL_SCENARIOS=(http sse)
+ALL_SCENARIOS=(http sse scale)
 REPS=${BENCH_REPS:-5}
 SECS=${BENCH_SECONDS:-5}
 CONNS=${BENCH_CONNS:-32}
@@ -48,6 +56,9 @@ NOISE_PCT=${BENCH_NOISE_PCT:-15}
 MAX_RETRIES=${BENCH_MAX_RETRIES:-2}
 PORTICO_THREADS=${BENCH_PORTICO_THREADS:-1}
 OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
+SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-12}
+SCALE_BURSTS=${BENCH_SCALE_BURSTS:-3}
+SCALE_OUT=${BENCH_SCALE_OUT:-$ROOT/docs/benchmarks-scaling.md}
 # The origin's cheapest answer: no body to read, no query to parse, 15 bytes of JSON.
 ORIGIN_PATH=/health
 # Where Portico serves the origin (project `bench`, endpoint `origin`).
@@ -65,20 +76,24 @@ SCENARIOS=()
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    http|sse) SCENARIOS+=("$arg") ;;
+    http|sse|scale) SCENARIOS+=("$arg") ;;
     *) die "unknown scenario '$arg' (known: ${ALL_SCENARIOS[*]})" ;;
   esac
 done
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 wants() { local s; for s in "${SCENARIOS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+# The origin, nginx, Portico and the floor: only the proxy comparisons use them.
+needs_peers() { wants http || wants sse; }
 
 # ---------------------------------------------------------------------------- tools
 nginx_bin() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
 
 install_missing() {
   local missing=()
-  [ -n "$(nginx_bin)" ] || missing+=(nginx)
-  command -v wrk >/dev/null || missing+=(wrk)
+  if needs_peers; then
+    [ -n "$(nginx_bin)" ] || missing+=(nginx)
+    command -v wrk >/dev/null || missing+=(wrk)
+  fi
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
   command -v pgrep >/dev/null || missing+=(procps)
@@ -107,7 +122,7 @@ install_missing() {
 
 install_missing
 NGINX=$(nginx_bin)
-[ -n "$NGINX" ] || die "nginx is still missing"
+[ -n "$NGINX" ] || ! needs_peers || die "nginx is still missing"
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   log "building release binaries (cargo build --release -p gateway -p bench)"
@@ -120,7 +135,10 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
   echo "$ROOT/target")
 BIN=$TARGET_DIR/release
-for b in portico fakeworker ssebench refproxy; do
+NEEDED_BINS=(portico fakeworker)
+! needs_peers || NEEDED_BINS+=(ssebench refproxy)
+! wants scale || NEEDED_BINS+=(scalebench)
+for b in "${NEEDED_BINS[@]}"; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build failed?)"
 done
 
@@ -212,6 +230,24 @@ fill_template() { # fill_template TEMPLATE OUTPUT: replaces the @NAME@ placehold
 }
 
 log "run directory: $RUN_DIR"
+
+# ---------------------------------------------------------------------------- scale
+# Before the peers start, so that nothing else of ours runs meanwhile. scalebench starts and
+# stops its own Portico and workers (SIGTERM or Ctrl-C make it stop them too), and writes
+# its report and plot itself; the JSON summary it prints is kept in the run directory.
+if wants scale; then
+  log "scenario scale: $SCALE_ROUNDS cold starts, $SCALE_BURSTS bursts (about 2.5 minutes)"
+  run_load "$BIN/scalebench" --portico "$BIN/portico" --fakeworker "$BIN/fakeworker" \
+    --rounds "$SCALE_ROUNDS" --bursts "$SCALE_BURSTS" --run-dir "$RUN_DIR/scale" \
+    --out "$SCALE_OUT" --svg "$(dirname "$SCALE_OUT")/img/scaling-burst.svg" \
+    --source "$GIT_REV" --toolchain "$(rustc -V 2>/dev/null || echo unknown)" \
+    >"$RUN_DIR/scale.json" || die "scalebench failed (its log is above)"
+  log "scale: $(cat "$RUN_DIR/scale.json")"
+  log "wrote $SCALE_OUT"
+fi
+if ! needs_peers; then
+  exit 0
+fi
 
 # The origin. Its access log is off (RUST_LOG=warn) and it records no requests. Restarted on
 # the same port if it dies (this machine is shared; a stray `pkill fakeworker` has been seen).
@@ -522,7 +558,10 @@ WRK_VERSION=$( (wrk -v 2>&1 || true) | head -n1 | awk '{print $1, $2}')
 export RESULTS OUT START_TIME PINNING NGINX_VERSION WRK_VERSION PORTICO_STATUS PORTICO_NOTE
 export REPS SECS CONNS WARMUP SSE_REPS SSE_STREAMS SSE_EVENTS SSE_INTERVAL_MS NOISE_PCT MAX_RETRIES
 export PORTICO_THREADS ORIGIN_PATH PORTICO_PREFIX ORIGIN_RESTARTS QUIET_WAIT QUIET_BUDGET RUN_DIR
-export SCENARIOS_RUN="${SCENARIOS[*]}"
+# The scenarios this report covers (`scale` writes its own).
+SCENARIOS_RUN=""
+for s in http sse; do ! wants "$s" || SCENARIOS_RUN+="$s "; done
+export SCENARIOS_RUN
 export MACHINE_CPUS=$(nproc)
 export MACHINE_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 export MACHINE_KERNEL=$(uname -r)
