@@ -452,6 +452,12 @@ fn operator_orders() {
     let json = support::assert_json_error(status, &headers, &body);
     assert_eq!(status, 503);
     assert_eq!(json["error"]["code"], "endpoint_stopped");
+    let (status, json) = admin_post(&gw, "/admin/endpoints/e1/scale", r#"{"workers":1}"#);
+    assert_eq!(
+        status, 409,
+        "a stopped endpoint is started, not scaled: {json}"
+    );
+    assert_eq!(json["error"]["code"], "endpoint_stopped");
 
     let (status, _) = admin_post(&gw, "/admin/endpoints/e1/start", "");
     assert_eq!(status, 200);

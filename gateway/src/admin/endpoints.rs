@@ -72,6 +72,13 @@ async fn scale(State(admin): State<Admin>, Path(id): Path<String>, body: Bytes) 
             "the endpoint's workers are static URLs: their count is fixed by the config",
         );
     }
+    if endpoint.control.stopped() {
+        return error(
+            StatusCode::CONFLICT,
+            "endpoint_stopped",
+            "the endpoint is stopped: start it before scaling it",
+        );
+    }
     let settings = endpoint.control.settings();
     let (min, max) = (settings.min_workers, settings.max_workers);
     drop(settings);
