@@ -49,6 +49,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxyproto;
+pub mod queue;
 pub mod reload;
 pub mod routes;
 pub mod runtime;

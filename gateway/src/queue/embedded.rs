@@ -1,0 +1,343 @@
+//! The embedded async queue: jobs in a redb file under `server.state_dir`, every change
+//! fsync'd before it is acknowledged.
+//!
+//! One writer thread owns every write transaction and commits whatever requests are waiting
+//! together (group commit): an fsync'd commit costs about 0.45 ms on this machine whether it
+//! holds one job or sixty-four, so intake scales with load instead of being capped near
+//! 2,000 jobs/s by one commit per job.
+//!
+//! Tables:
+//! - `jobs`: id → the job's metadata and state (JSON).
+//! - `bodies`: id → the request body, kept apart so state updates do not rewrite it.
+//! - `ready`: (endpoint, sequence) → id, the FIFO of jobs waiting for a dispatcher.
+//! - `idempotency`: (endpoint, key) → id.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::{Claimed, JobState, JobStatus, NewJob, QueueError};
+
+const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
+const BODIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("bodies");
+const READY: TableDefinition<'_, (&str, u64), &str> = TableDefinition::new("ready");
+const IDEMPOTENCY: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("idempotency");
+
+/// Most requests folded into one commit.
+const MAX_BATCH: usize = 256;
+
+enum Op {
+    Enqueue(NewJob, oneshot::Sender<Result<String, QueueError>>),
+    Claim(
+        String,
+        usize,
+        oneshot::Sender<Result<Vec<Claimed>, QueueError>>,
+    ),
+    Finish(String, JobStatus, oneshot::Sender<Result<(), QueueError>>),
+    Requeue(String, oneshot::Sender<Result<(), QueueError>>),
+}
+
+/// The embedded queue; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    db: std::sync::Arc<Database>,
+    ops: mpsc::Sender<Op>,
+}
+
+impl std::fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedQueue").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedQueue {
+    /// Opens (or creates) the queue file at `path`. Jobs a previous run had claimed but not
+    /// finished go back to the front of their endpoint's queue (at-least-once).
+    pub fn open(path: &Path) -> Result<EmbeddedQueue, QueueError> {
+        let db = std::sync::Arc::new(Database::create(path).map_err(storage)?);
+        let next = recover(&db)?;
+        let (ops, inbox) = mpsc::channel();
+        let writer = std::sync::Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("portico-queue".into())
+            .spawn(move || write_loop(&writer, &inbox, next))
+            .map_err(|err| QueueError::Storage(err.to_string()))?;
+        Ok(EmbeddedQueue { db, ops })
+    }
+
+    /// Persists `job` and returns its id once it is on disk; with an idempotency key seen
+    /// before on the endpoint, returns the first job's id and stores nothing.
+    pub async fn enqueue(&self, job: NewJob) -> Result<String, QueueError> {
+        self.call(|reply| Op::Enqueue(job, reply)).await
+    }
+
+    /// Takes up to `max` jobs of `endpoint` off its queue, oldest first, counting an
+    /// attempt on each.
+    pub async fn claim(&self, endpoint: &str, max: usize) -> Result<Vec<Claimed>, QueueError> {
+        let endpoint = endpoint.to_string();
+        self.call(|reply| Op::Claim(endpoint, max, reply)).await
+    }
+
+    /// Records the final state of a claimed job and drops its body.
+    pub async fn finish(&self, id: &str, status: JobStatus) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.call(|reply| Op::Finish(id, status, reply)).await
+    }
+
+    /// Puts a claimed job back at the end of its endpoint's queue (a retry).
+    pub async fn requeue(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.call(|reply| Op::Requeue(id, reply)).await
+    }
+
+    /// The job's state, if it exists.
+    pub fn state(&self, id: &str) -> Result<Option<JobState>, QueueError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let jobs = tx.open_table(JOBS).map_err(storage)?;
+        match jobs.get(id).map_err(storage)? {
+            Some(raw) => Ok(Some(decode(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Jobs of `endpoint` waiting for a dispatcher.
+    pub fn depth(&self, endpoint: &str) -> Result<u64, QueueError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let ready = tx.open_table(READY).map_err(storage)?;
+        let range = ready
+            .range((endpoint, 0)..=(endpoint, u64::MAX))
+            .map_err(storage)?;
+        Ok(range.count() as u64)
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> Op,
+    ) -> Result<T, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops.send(op(reply)).map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+fn storage(err: impl std::fmt::Display) -> QueueError {
+    QueueError::Storage(err.to_string())
+}
+
+fn decode(raw: &[u8]) -> Result<JobState, QueueError> {
+    serde_json::from_slice(raw).map_err(storage)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Requeues jobs claimed by a run that died, and returns the next sequence number.
+fn recover(db: &Database) -> Result<u64, QueueError> {
+    let mut tx = db.begin_write().map_err(storage)?;
+    tx.set_durability(Durability::Immediate).map_err(storage)?;
+    let mut next = 0;
+    {
+        let mut ready = tx.open_table(READY).map_err(storage)?;
+        if let Some((key, _)) = ready.last().map_err(storage)? {
+            next = key.value().1 + 1;
+        }
+        let _ = ready.first().map_err(storage)?;
+        let jobs = tx.open_table(JOBS).map_err(storage)?;
+        let mut orphaned = Vec::new();
+        for entry in jobs.iter().map_err(storage)? {
+            let (id, raw) = entry.map_err(storage)?;
+            let state = decode(raw.value())?;
+            if state.status == JobStatus::InProgress {
+                orphaned.push((id.value().to_string(), state.endpoint));
+            }
+        }
+        for (id, endpoint) in orphaned {
+            ready
+                .insert((endpoint.as_str(), next), id.as_str())
+                .map_err(storage)?;
+            next += 1;
+        }
+        tx.open_table(BODIES).map_err(storage)?;
+        tx.open_table(IDEMPOTENCY).map_err(storage)?;
+    }
+    tx.commit().map_err(storage)?;
+    Ok(next)
+}
+
+fn write_loop(db: &Database, inbox: &mpsc::Receiver<Op>, mut next: u64) {
+    while let Ok(first) = inbox.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit_batch(db, batch, &mut next);
+    }
+}
+
+/// Applies a batch in one fsync'd transaction and answers each request once it is durable
+/// (or every request with the error when the commit fails).
+fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
+    enum Answer {
+        Enqueued(
+            oneshot::Sender<Result<String, QueueError>>,
+            Result<String, QueueError>,
+        ),
+        Claimed(
+            oneshot::Sender<Result<Vec<Claimed>, QueueError>>,
+            Result<Vec<Claimed>, QueueError>,
+        ),
+        Done(
+            oneshot::Sender<Result<(), QueueError>>,
+            Result<(), QueueError>,
+        ),
+    }
+    let start_next = *next;
+    let outcome = (|| -> Result<Vec<Answer>, QueueError> {
+        let mut tx = db.begin_write().map_err(storage)?;
+        tx.set_durability(Durability::Immediate).map_err(storage)?;
+        let mut answers = Vec::with_capacity(batch.len());
+        {
+            let mut jobs = tx.open_table(JOBS).map_err(storage)?;
+            let mut bodies = tx.open_table(BODIES).map_err(storage)?;
+            let mut ready = tx.open_table(READY).map_err(storage)?;
+            let mut keys = tx.open_table(IDEMPOTENCY).map_err(storage)?;
+            for op in batch {
+                match op {
+                    Op::Enqueue(job, reply) => {
+                        if let Some(key) = &job.idempotency_key
+                            && let Some(first) = keys
+                                .get((job.endpoint.as_str(), key.as_str()))
+                                .map_err(storage)?
+                        {
+                            answers.push(Answer::Enqueued(reply, Ok(first.value().to_string())));
+                            continue;
+                        }
+                        let state = JobState::queued(&job, now_ms());
+                        let raw = serde_json::to_vec(&state).map_err(storage)?;
+                        jobs.insert(job.id.as_str(), raw.as_slice())
+                            .map_err(storage)?;
+                        bodies
+                            .insert(job.id.as_str(), job.body.as_ref())
+                            .map_err(storage)?;
+                        ready
+                            .insert((job.endpoint.as_str(), *next), job.id.as_str())
+                            .map_err(storage)?;
+                        *next += 1;
+                        if let Some(key) = &job.idempotency_key {
+                            keys.insert((job.endpoint.as_str(), key.as_str()), job.id.as_str())
+                                .map_err(storage)?;
+                        }
+                        answers.push(Answer::Enqueued(reply, Ok(job.id)));
+                    }
+                    Op::Claim(endpoint, max, reply) => {
+                        let mut taken = Vec::new();
+                        let mut keys_taken = Vec::new();
+                        for entry in ready
+                            .range((endpoint.as_str(), 0)..=(endpoint.as_str(), u64::MAX))
+                            .map_err(storage)?
+                            .take(max)
+                        {
+                            let (key, id) = entry.map_err(storage)?;
+                            keys_taken.push(key.value().1);
+                            taken.push(id.value().to_string());
+                        }
+                        let mut claimed = Vec::with_capacity(taken.len());
+                        for (seq, id) in keys_taken.into_iter().zip(taken) {
+                            ready.remove((endpoint.as_str(), seq)).map_err(storage)?;
+                            let Some(raw) = jobs
+                                .get(id.as_str())
+                                .map_err(storage)?
+                                .map(|r| r.value().to_vec())
+                            else {
+                                continue;
+                            };
+                            let mut state = decode(&raw)?;
+                            state.status = JobStatus::InProgress;
+                            state.attempts += 1;
+                            state.updated_at_ms = now_ms();
+                            let raw = serde_json::to_vec(&state).map_err(storage)?;
+                            jobs.insert(id.as_str(), raw.as_slice()).map_err(storage)?;
+                            let body = bodies
+                                .get(id.as_str())
+                                .map_err(storage)?
+                                .map(|b| Bytes::copy_from_slice(b.value()))
+                                .unwrap_or_default();
+                            claimed.push(Claimed { state, body });
+                        }
+                        answers.push(Answer::Claimed(reply, Ok(claimed)));
+                    }
+                    Op::Finish(id, status, reply) => {
+                        let found = jobs
+                            .get(id.as_str())
+                            .map_err(storage)?
+                            .map(|r| r.value().to_vec());
+                        let result = match found {
+                            Some(raw) => {
+                                let mut state = decode(&raw)?;
+                                state.status = status;
+                                state.updated_at_ms = now_ms();
+                                let raw = serde_json::to_vec(&state).map_err(storage)?;
+                                jobs.insert(id.as_str(), raw.as_slice()).map_err(storage)?;
+                                bodies.remove(id.as_str()).map_err(storage)?;
+                                Ok(())
+                            }
+                            None => Err(QueueError::UnknownJob(id)),
+                        };
+                        answers.push(Answer::Done(reply, result));
+                    }
+                    Op::Requeue(id, reply) => {
+                        let found = jobs
+                            .get(id.as_str())
+                            .map_err(storage)?
+                            .map(|r| r.value().to_vec());
+                        let result = match found {
+                            Some(raw) => {
+                                let mut state = decode(&raw)?;
+                                state.status = JobStatus::Queued;
+                                state.updated_at_ms = now_ms();
+                                let raw = serde_json::to_vec(&state).map_err(storage)?;
+                                jobs.insert(id.as_str(), raw.as_slice()).map_err(storage)?;
+                                ready
+                                    .insert((state.endpoint.as_str(), *next), id.as_str())
+                                    .map_err(storage)?;
+                                *next += 1;
+                                Ok(())
+                            }
+                            None => Err(QueueError::UnknownJob(id)),
+                        };
+                        answers.push(Answer::Done(reply, result));
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(storage)?;
+        Ok(answers)
+    })();
+    match outcome {
+        Ok(answers) => {
+            for answer in answers {
+                match answer {
+                    Answer::Enqueued(reply, result) => drop(reply.send(result)),
+                    Answer::Claimed(reply, result) => drop(reply.send(result)),
+                    Answer::Done(reply, result) => drop(reply.send(result)),
+                }
+            }
+        }
+        Err(err) => {
+            // Nothing of the batch is on disk; its senders are dropped with it, so every
+            // caller learns the queue failed (`Closed`) and nothing is acknowledged.
+            *next = start_next;
+            tracing::error!(error = %err, "async queue commit failed");
+        }
+    }
+}
