@@ -213,6 +213,31 @@ fn hold_limits() {
     eventually("three held requests", Duration::from_secs(5), || {
         (endpoint(&gw)["pending"] == 3).then_some(())
     });
+    // While held: one worker wanted, starting, not ready; the gauges say so.
+    let metrics = gw.metrics();
+    let gauge = |name, labels: &[(&str, &str)]| metric(&metrics, name, labels);
+    assert_eq!(
+        gauge("portico_pending_requests", &[("endpoint", "e1")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        gauge("portico_desired_workers", &[("endpoint", "e1")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(
+            "portico_workers",
+            &[("endpoint", "e1"), ("state", "starting")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(
+            "portico_workers",
+            &[("endpoint", "e1"), ("state", "healthy")]
+        ),
+        Some(0.0)
+    );
     let (status, headers, body) = http(addr, &chat(4, false));
     let json = support::assert_json_error(status, &headers, &body);
     assert_eq!(status, 429);
@@ -345,7 +370,22 @@ fn scales_to_zero_after_idle() {
         "{state}"
     );
     assert!(count_events(&gw, "scaled_down") >= 1);
+    assert!(count_events(&gw, "replica_draining") >= 1);
     assert!(count_events(&gw, "replica_stopped") >= 1);
+    let metrics = gw.metrics();
+    assert_eq!(
+        metric(&metrics, "portico_desired_workers", &[("endpoint", "e1")]),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "portico_scale_events_total",
+            &[("endpoint", "e1"), ("direction", "down")]
+        )
+        .unwrap()
+            >= 1.0
+    );
 }
 
 /// A worker killed under load is replaced; its in-flight requests fail with 502 and new ones
@@ -490,6 +530,27 @@ fn operator_orders() {
         assert_eq!(status, want, "{path} {body}: {json}");
         assert_eq!(json["error"]["code"], code, "{json}");
     }
+    let (status, headers, body) = get(gw.addr("admin"), "/admin/endpoints/e1/events?limit=many");
+    let json = support::assert_json_error(status, &headers, &body);
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let newest = admin_get(&gw, "/admin/endpoints/e1/events?limit=1")["events"].clone();
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+    let seq = newest[0]["seq"].as_u64().unwrap();
+    let after = admin_get(&gw, &format!("/admin/endpoints/e1/events?since={seq}"));
+    assert!(
+        after["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"].as_u64().unwrap() > seq)
+    );
+    let list = admin_get(&gw, "/admin/endpoints");
+    assert_eq!(list["endpoints"][0]["id"], "e1");
+    assert_eq!(list["endpoints"][0]["kind"], "process");
+
     let kinds: Vec<String> = events(&gw)
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())

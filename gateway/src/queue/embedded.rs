@@ -148,7 +148,6 @@ fn recover(db: &Database) -> Result<u64, QueueError> {
         if let Some((key, _)) = ready.last().map_err(storage)? {
             next = key.value().1 + 1;
         }
-        let _ = ready.first().map_err(storage)?;
         let jobs = tx.open_table(JOBS).map_err(storage)?;
         let mut orphaned = Vec::new();
         for entry in jobs.iter().map_err(storage)? {
@@ -254,19 +253,10 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                         let mut claimed = Vec::with_capacity(taken.len());
                         for (seq, id) in keys_taken.into_iter().zip(taken) {
                             ready.remove((endpoint.as_str(), seq)).map_err(storage)?;
-                            let Some(raw) = jobs
-                                .get(id.as_str())
-                                .map_err(storage)?
-                                .map(|r| r.value().to_vec())
+                            let Some(state) = set_status(&mut jobs, &id, JobStatus::InProgress)?
                             else {
                                 continue;
                             };
-                            let mut state = decode(&raw)?;
-                            state.status = JobStatus::InProgress;
-                            state.attempts += 1;
-                            state.updated_at_ms = now_ms();
-                            let raw = serde_json::to_vec(&state).map_err(storage)?;
-                            jobs.insert(id.as_str(), raw.as_slice()).map_err(storage)?;
                             let body = bodies
                                 .get(id.as_str())
                                 .map_err(storage)?
@@ -277,17 +267,8 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                         answers.push(Answer::Claimed(reply, Ok(claimed)));
                     }
                     Op::Finish(id, status, reply) => {
-                        let found = jobs
-                            .get(id.as_str())
-                            .map_err(storage)?
-                            .map(|r| r.value().to_vec());
-                        let result = match found {
-                            Some(raw) => {
-                                let mut state = decode(&raw)?;
-                                state.status = status;
-                                state.updated_at_ms = now_ms();
-                                let raw = serde_json::to_vec(&state).map_err(storage)?;
-                                jobs.insert(id.as_str(), raw.as_slice()).map_err(storage)?;
+                        let result = match set_status(&mut jobs, &id, status)? {
+                            Some(_) => {
                                 bodies.remove(id.as_str()).map_err(storage)?;
                                 Ok(())
                             }
@@ -296,17 +277,8 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                         answers.push(Answer::Done(reply, result));
                     }
                     Op::Requeue(id, reply) => {
-                        let found = jobs
-                            .get(id.as_str())
-                            .map_err(storage)?
-                            .map(|r| r.value().to_vec());
-                        let result = match found {
-                            Some(raw) => {
-                                let mut state = decode(&raw)?;
-                                state.status = JobStatus::Queued;
-                                state.updated_at_ms = now_ms();
-                                let raw = serde_json::to_vec(&state).map_err(storage)?;
-                                jobs.insert(id.as_str(), raw.as_slice()).map_err(storage)?;
+                        let result = match set_status(&mut jobs, &id, JobStatus::Queued)? {
+                            Some(state) => {
                                 ready
                                     .insert((state.endpoint.as_str(), *next), id.as_str())
                                     .map_err(storage)?;
@@ -340,4 +312,25 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
             tracing::error!(error = %err, "async queue commit failed");
         }
     }
+}
+
+/// Sets a job's status (a claim to `in_progress` also counts an attempt) and returns the
+/// new state; `None` when there is no such job.
+fn set_status(
+    jobs: &mut redb::Table<'_, &str, &[u8]>,
+    id: &str,
+    status: JobStatus,
+) -> Result<Option<JobState>, QueueError> {
+    let Some(raw) = jobs.get(id).map_err(storage)?.map(|r| r.value().to_vec()) else {
+        return Ok(None);
+    };
+    let mut state = decode(&raw)?;
+    state.status = status;
+    if status == JobStatus::InProgress {
+        state.attempts += 1;
+    }
+    state.updated_at_ms = now_ms();
+    let raw = serde_json::to_vec(&state).map_err(storage)?;
+    jobs.insert(id, raw.as_slice()).map_err(storage)?;
+    Ok(Some(state))
 }
