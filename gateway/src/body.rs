@@ -77,6 +77,15 @@ impl RequestBody {
         }
     }
 
+    /// A body that is `bytes` whole (an async job's stored request).
+    pub fn full(bytes: Bytes, stats: Rc<RequestStats>) -> RequestBody {
+        RequestBody {
+            inner: Source::Buffered(Some(bytes).filter(|b| !b.is_empty())),
+            stats,
+            limit: u64::MAX,
+        }
+    }
+
     /// Reads the whole body (at most `limit` bytes) and returns it with a body that
     /// replays it.
     pub async fn buffer(mut self) -> Result<(Bytes, RequestBody), BodyError> {

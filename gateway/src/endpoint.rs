@@ -1,14 +1,15 @@
 //! Endpoints as the data plane serves them: the validated settings, the workers, and the
 //! counters the scaler and admin API read.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 
 use crate::access::EndpointAccess;
 use crate::config::{self, Config};
 use crate::control::Control;
+use crate::jobs::Jobs;
 use crate::metrics::EndpointMetrics;
 use crate::worker::{Worker, WorkerId};
 
@@ -33,6 +34,8 @@ pub struct Endpoint {
     pub access: ArcSwap<EndpointAccess>,
     /// Scaling state shared with the controller: held requests, wake-ups, mode, events.
     pub control: Control,
+    /// The async queue and result store, attached at start when `[endpoint.async]` is set.
+    jobs: OnceLock<Arc<Jobs>>,
 }
 
 impl Endpoint {
@@ -65,7 +68,18 @@ impl Endpoint {
             metrics,
             access,
             control,
+            jobs: OnceLock::new(),
         }
+    }
+
+    /// The endpoint's async side, once attached.
+    pub fn jobs(&self) -> Option<&Arc<Jobs>> {
+        self.jobs.get()
+    }
+
+    /// Attaches the async side (once; later calls are ignored).
+    pub fn attach_jobs(&self, jobs: Arc<Jobs>) {
+        let _ = self.jobs.set(jobs);
     }
 
     /// The endpoint id.

@@ -69,6 +69,32 @@ pub enum ProxyError {
     /// Worker: no response headers within `timeouts.first_byte_seconds`.
     #[error("the worker did not answer in time")]
     WorkerTimeout,
+    /// Client: a well-framed request whose content is refused (malformed JSON, a webhook
+    /// target not allowed). The connection stays usable.
+    #[error("{message}")]
+    Invalid {
+        /// The stable code (`invalid_json`, `webhook_not_allowed`, …).
+        code: &'static str,
+        /// What is wrong, for the client.
+        message: String,
+    },
+    /// Client: the method is not served on this path (async routes take POST and OPTIONS).
+    #[error("method {method} is not allowed here; use {allow}")]
+    MethodNotAllowed {
+        /// The method the client used.
+        method: http::Method,
+        /// The `Allow` header's value.
+        allow: &'static str,
+    },
+    /// Client: no async job with this id is kept for the endpoint.
+    #[error("no async request {id} on this endpoint")]
+    JobNotFound {
+        /// The request id asked for.
+        id: String,
+    },
+    /// The async queue could not persist or read a job; nothing was accepted.
+    #[error("the async queue is unavailable; retry later")]
+    QueueUnavailable,
 }
 
 /// Why a request has no valid project token.
@@ -111,24 +137,30 @@ impl ProxyError {
             ProxyError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::WorkerUnavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::WorkerTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::JobNotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// OpenAI's error `type` for this error.
     fn kind(&self) -> &'static str {
         match self {
-            ProxyError::NoRoute { .. } => "not_found_error",
+            ProxyError::NoRoute { .. } | ProxyError::JobNotFound { .. } => "not_found_error",
             ProxyError::Unauthorized(_) => "authentication_error",
             ProxyError::Denied => "permission_error",
-            ProxyError::BadRequest { .. } | ProxyError::BodyTooLarge { .. } => {
-                "invalid_request_error"
-            }
+            ProxyError::BadRequest { .. }
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::Invalid { .. }
+            | ProxyError::MethodNotAllowed { .. } => "invalid_request_error",
             ProxyError::TooManyPending { .. } => "rate_limit_error",
             ProxyError::NoHealthyWorker { .. }
             | ProxyError::NoWorkerReady { .. }
             | ProxyError::EndpointStopped { .. }
             | ProxyError::WorkerUnavailable { .. }
-            | ProxyError::WorkerTimeout => "server_error",
+            | ProxyError::WorkerTimeout
+            | ProxyError::QueueUnavailable => "server_error",
         }
     }
 
@@ -148,6 +180,10 @@ impl ProxyError {
             ProxyError::EndpointStopped { .. } => "endpoint_stopped",
             ProxyError::WorkerUnavailable { .. } => "worker_unavailable",
             ProxyError::WorkerTimeout => "worker_timeout",
+            ProxyError::Invalid { code, .. } => code,
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::JobNotFound { .. } => "request_not_found",
+            ProxyError::QueueUnavailable => "queue_unavailable",
         }
     }
 }
@@ -156,7 +192,9 @@ impl ProxyError {
     /// `Retry-After` seconds for answers a client should retry.
     fn retry_after(&self) -> Option<&'static str> {
         match self {
-            ProxyError::NoHealthyWorker { .. } | ProxyError::TooManyPending { .. } => Some("1"),
+            ProxyError::NoHealthyWorker { .. }
+            | ProxyError::TooManyPending { .. }
+            | ProxyError::QueueUnavailable => Some("1"),
             // The workers are still loading: a retry at once would be held again.
             ProxyError::NoWorkerReady { .. } => Some("10"),
             ProxyError::EndpointStopped { .. } => Some("60"),
@@ -191,6 +229,9 @@ pub fn error_answer(err: &ProxyError) -> Response<Bytes> {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(failure.challenge()),
         );
+    }
+    if let ProxyError::MethodNotAllowed { allow, .. } = err {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     if matches!(err, ProxyError::BadRequest { .. }) {
         // The connection's framing can no longer be trusted.

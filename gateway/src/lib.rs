@@ -43,6 +43,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod health;
+pub mod jobs;
 pub mod jsonline;
 pub mod listen;
 pub mod logging;

@@ -73,6 +73,23 @@ fn describe() {
     );
     metrics::describe_gauge!("portico_ws_connections", "Open WebSocket sessions.");
     metrics::describe_gauge!(
+        "portico_async_queue_depth",
+        "Async jobs waiting for a dispatcher."
+    );
+    metrics::describe_counter!(
+        "portico_async_jobs_total",
+        "Async jobs finished, by outcome (completed, failed, expired)."
+    );
+    metrics::describe_histogram!(
+        "portico_async_job_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from intake to the result of an async job."
+    );
+    metrics::describe_counter!(
+        "portico_async_result_write_errors_total",
+        "Failed writes of async results to the object store (each is retried)."
+    );
+    metrics::describe_gauge!(
         "portico_desired_workers",
         "Workers the autoscaler (or an operator's pin) wants."
     );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
@@ -23,7 +23,7 @@ use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
 use crate::stage::ws::{self, Session};
-use crate::stage::{admit, auth, balance, client, ipfilter, route};
+use crate::stage::{admit, auth, balance, client, intake, ipfilter, route};
 
 /// State every data-plane thread reads, each part swapped whole on reload.
 #[derive(Debug)]
@@ -140,12 +140,25 @@ async fn proxy(
     //    read the policy in force now (a reload applies to the next request).
     let access = endpoint.access.load();
     ipfilter::check(&endpoint, &access, record.client_ip, conn.port)?;
+    // A CORS preflight on an async path is answered before auth: browsers send it without
+    // credentials, and it reveals nothing.
+    let rest = request.uri().path().get(rest_start..).unwrap_or("");
+    let call = intake::classify(&endpoint, rest);
+    if let Some(call) = &call
+        && request.method() == Method::OPTIONS
+    {
+        return Ok((intake::preflight(call, &request), None));
+    }
     // 3. auth: the caller is named by its token's name from here on.
     record.caller = auth::check(&endpoint, &access, request.headers_mut())?;
     drop(access);
 
     // 4. async routes come before admit: an accepted job is queued even when no worker
     //    runs.
+    if let Some(call) = call {
+        let response = intake::serve(&endpoint, call, request, record).await?;
+        return Ok((response, None));
+    }
 
     // The declared length is checked before any worker is touched; a chunked body is
     // counted as it streams.

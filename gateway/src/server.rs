@@ -16,7 +16,7 @@ use crate::listen::Listeners;
 use crate::pipeline::Shared;
 use crate::reload::Reloader;
 use crate::routes::Routes;
-use crate::{accesslog, admin, control, health, metrics, tls};
+use crate::{accesslog, admin, control, health, jobs, metrics, tls};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,9 @@ pub enum RunError {
     /// The access log could not be opened.
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    /// The async queue or the result store could not start.
+    #[error("{0}")]
+    Jobs(#[from] jobs::StartError),
     /// A thread or the admin listener failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -101,6 +104,14 @@ pub async fn run(
         &control_stop_rx,
         &stop_rx,
     );
+    // Dispatchers, like controllers, run until the data plane drained; they need workers.
+    let dispatchers = jobs::start(
+        &shared.routes.load(),
+        &config,
+        stop_rx.clone(),
+        config.server.grace_period,
+    )
+    .await?;
     let data_threads = dataplane::start(
         Arc::clone(&shared),
         data,
@@ -150,6 +161,12 @@ pub async fn run(
         Ok(Err(err)) => tracing::warn!(error = %err, "admin listener failed"),
         Err(err) => tracing::warn!(error = %err, "admin listener task failed"),
         Ok(Ok(())) => {}
+    }
+    if let Some(dispatchers) = dispatchers {
+        let joined = tokio::task::spawn_blocking(move || dispatchers.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::warn!("the async dispatcher thread panicked");
+        }
     }
     let _ = control_stop_tx.send(true);
     for controller in controllers {

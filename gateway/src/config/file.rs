@@ -452,6 +452,9 @@ pub struct FileAsync {
     pub webhook_allow: Vec<String>,
     /// `embedded` or a `redis://` / `rediss://` URL. Default `embedded`.
     pub queue: String,
+    /// A job claimed by a replica that stopped renewing its claim for this long is taken
+    /// back by another (Redis queue). Default 30.
+    pub reclaim_after_seconds: u64,
 }
 
 impl Default for FileAsync {
@@ -463,6 +466,7 @@ impl Default for FileAsync {
             ttl_seconds: 21600,
             webhook_allow: Vec::new(),
             queue: "embedded".into(),
+            reclaim_after_seconds: 30,
         }
     }
 }

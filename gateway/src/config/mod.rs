@@ -413,10 +413,12 @@ pub struct AsyncSettings {
     pub webhook_allow: Vec<String>,
     /// Where jobs are queued.
     pub queue: QueueBackend,
+    /// How long a claim may go unrenewed before another replica takes the job back.
+    pub reclaim_after: Duration,
 }
 
 /// Where async jobs are queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QueueBackend {
     /// The embedded store under `server.state_dir`.
     Embedded,

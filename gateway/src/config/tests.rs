@@ -272,6 +272,7 @@ fn design_example_loads_with_typed_values() {
             ttl: Duration::from_secs(21600),
             webhook_allow: vec!["https://hooks.example.com/".into()],
             queue: QueueBackend::Embedded,
+            reclaim_after: Duration::from_secs(30),
         })
     );
     assert_eq!(config.project("p-5520").unwrap().tokens.len(), 1);

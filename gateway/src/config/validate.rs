@@ -991,6 +991,10 @@ impl Check<'_> {
                 .is_some();
         }
         let queue = self.queue(&format!("{path}.queue"), &a.queue);
+        let reclaim_after = self.seconds(
+            &format!("{path}.reclaim_after_seconds"),
+            a.reclaim_after_seconds,
+        );
         if !ok {
             return None;
         }
@@ -1001,6 +1005,7 @@ impl Check<'_> {
             ttl: ttl?,
             webhook_allow: a.webhook_allow.clone(),
             queue: queue?,
+            reclaim_after: reclaim_after?,
         })
     }
 

@@ -166,7 +166,7 @@ async fn sample(endpoint: &Endpoint, actuator: &dyn Actuator, metric: Metric) ->
         in_flight: u32::try_from(endpoint.inflight() + pending).unwrap_or(u32::MAX),
         arrivals: control.take_arrivals(),
         custom,
-        queue_depth: 0,
+        queue_depth: control.queued(),
         ready: u32::try_from(ready).unwrap_or(u32::MAX),
         starting: u32::try_from(starting).unwrap_or(u32::MAX),
     }

@@ -38,6 +38,8 @@ pub struct Control {
     pub events: Events,
     wake: Notify,
     arrivals: AtomicU64,
+    /// Async jobs waiting or running (set by the dispatcher): demand that keeps a worker.
+    queued: AtomicU64,
     stopped: AtomicBool,
     /// Portico starts this endpoint's workers, so a request can wait for one.
     managed: bool,
@@ -107,6 +109,7 @@ impl Control {
             events: Events::new(&config.id),
             wake: Notify::new(),
             arrivals: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             managed: matches!(config.workers.kind, config::WorkerKind::Process { .. }),
             status: Mutex::new(Status {
@@ -126,6 +129,16 @@ impl Control {
     /// Counts one request arriving (the `rps` metric's input).
     pub fn arrived(&self) {
         self.arrivals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the async jobs waiting or running, which the scaler counts as demand.
+    pub fn set_queued(&self, jobs: u64) {
+        self.queued.store(jobs, Ordering::Relaxed);
+    }
+
+    /// Async jobs waiting or running, as last reported by the dispatcher.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Whether an operator stopped the endpoint.

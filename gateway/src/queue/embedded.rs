@@ -14,13 +14,14 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Claimed, JobState, JobStatus, NewJob, QueueError};
+use super::{
+    Claimed, Enqueued, JobQueue, JobState, JobStatus, NewJob, QueueError, QueueFuture, now_ms,
+};
 
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 const BODIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("bodies");
@@ -31,7 +32,7 @@ const IDEMPOTENCY: TableDefinition<'_, (&str, &str), &str> = TableDefinition::ne
 const MAX_BATCH: usize = 256;
 
 enum Op {
-    Enqueue(NewJob, oneshot::Sender<Result<String, QueueError>>),
+    Enqueue(NewJob, oneshot::Sender<Result<Enqueued, QueueError>>),
     Claim(
         String,
         usize,
@@ -39,6 +40,8 @@ enum Op {
     ),
     Finish(String, JobStatus, oneshot::Sender<Result<(), QueueError>>),
     Requeue(String, oneshot::Sender<Result<(), QueueError>>),
+    Retry(String, oneshot::Sender<Result<u32, QueueError>>),
+    Sweep(oneshot::Sender<Result<u64, QueueError>>),
 }
 
 /// The embedded queue; cheap to clone.
@@ -69,33 +72,13 @@ impl EmbeddedQueue {
         Ok(EmbeddedQueue { db, ops })
     }
 
-    /// Persists `job` and returns its id once it is on disk; with an idempotency key seen
-    /// before on the endpoint, returns the first job's id and stores nothing.
-    pub async fn enqueue(&self, job: NewJob) -> Result<String, QueueError> {
-        self.call(|reply| Op::Enqueue(job, reply)).await
-    }
-
-    /// Takes up to `max` jobs of `endpoint` off its queue, oldest first, counting an
-    /// attempt on each.
-    pub async fn claim(&self, endpoint: &str, max: usize) -> Result<Vec<Claimed>, QueueError> {
-        let endpoint = endpoint.to_string();
-        self.call(|reply| Op::Claim(endpoint, max, reply)).await
-    }
-
-    /// Records the final state of a claimed job and drops its body.
-    pub async fn finish(&self, id: &str, status: JobStatus) -> Result<(), QueueError> {
-        let id = id.to_string();
-        self.call(|reply| Op::Finish(id, status, reply)).await
-    }
-
-    /// Puts a claimed job back at the end of its endpoint's queue (a retry).
+    /// Puts a claimed job back at the end of its endpoint's queue.
     pub async fn requeue(&self, id: &str) -> Result<(), QueueError> {
         let id = id.to_string();
         self.call(|reply| Op::Requeue(id, reply)).await
     }
 
-    /// The job's state, if it exists.
-    pub fn state(&self, id: &str) -> Result<Option<JobState>, QueueError> {
+    fn read_state(&self, id: &str) -> Result<Option<JobState>, QueueError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let jobs = tx.open_table(JOBS).map_err(storage)?;
         match jobs.get(id).map_err(storage)? {
@@ -104,14 +87,30 @@ impl EmbeddedQueue {
         }
     }
 
-    /// Jobs of `endpoint` waiting for a dispatcher.
-    pub fn depth(&self, endpoint: &str) -> Result<u64, QueueError> {
+    fn read_depth(&self, endpoint: &str) -> Result<u64, QueueError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let ready = tx.open_table(READY).map_err(storage)?;
         let range = ready
             .range((endpoint, 0)..=(endpoint, u64::MAX))
             .map_err(storage)?;
         Ok(range.count() as u64)
+    }
+
+    fn read_oldest(&self, endpoint: &str) -> Result<Option<u64>, QueueError> {
+        let tx = self.db.begin_read().map_err(storage)?;
+        let ready = tx.open_table(READY).map_err(storage)?;
+        let jobs = tx.open_table(JOBS).map_err(storage)?;
+        let mut range = ready
+            .range((endpoint, 0)..=(endpoint, u64::MAX))
+            .map_err(storage)?;
+        let Some(first) = range.next() else {
+            return Ok(None);
+        };
+        let (_, id) = first.map_err(storage)?;
+        match jobs.get(id.value()).map_err(storage)? {
+            Some(raw) => Ok(Some(decode(raw.value())?.submitted_at_ms)),
+            None => Ok(None),
+        }
     }
 
     async fn call<T>(
@@ -124,18 +123,55 @@ impl EmbeddedQueue {
     }
 }
 
+impl JobQueue for EmbeddedQueue {
+    fn enqueue(&self, job: NewJob) -> QueueFuture<'_, Enqueued> {
+        Box::pin(self.call(|reply| Op::Enqueue(job, reply)))
+    }
+
+    fn claim(&self, endpoint: &str, max: usize) -> QueueFuture<'_, Vec<Claimed>> {
+        let endpoint = endpoint.to_string();
+        Box::pin(self.call(move |reply| Op::Claim(endpoint, max, reply)))
+    }
+
+    fn retry(&self, id: &str) -> QueueFuture<'_, u32> {
+        let id = id.to_string();
+        Box::pin(self.call(move |reply| Op::Retry(id, reply)))
+    }
+
+    fn touch(&self, _endpoint: &str, _ids: &[String]) -> QueueFuture<'_, ()> {
+        // One process owns the file: a claim is only ever abandoned by a crash, and the
+        // next start takes it back.
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn finish(&self, id: &str, status: JobStatus) -> QueueFuture<'_, ()> {
+        let id = id.to_string();
+        Box::pin(self.call(move |reply| Op::Finish(id, status, reply)))
+    }
+
+    fn state(&self, id: &str) -> QueueFuture<'_, Option<JobState>> {
+        Box::pin(std::future::ready(self.read_state(id)))
+    }
+
+    fn depth(&self, endpoint: &str) -> QueueFuture<'_, u64> {
+        Box::pin(std::future::ready(self.read_depth(endpoint)))
+    }
+
+    fn oldest_waiting(&self, endpoint: &str) -> QueueFuture<'_, Option<u64>> {
+        Box::pin(std::future::ready(self.read_oldest(endpoint)))
+    }
+
+    fn sweep(&self) -> QueueFuture<'_, u64> {
+        Box::pin(self.call(Op::Sweep))
+    }
+}
+
 fn storage(err: impl std::fmt::Display) -> QueueError {
     QueueError::Storage(err.to_string())
 }
 
 fn decode(raw: &[u8]) -> Result<JobState, QueueError> {
     serde_json::from_slice(raw).map_err(storage)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Requeues jobs claimed by a run that died, and returns the next sequence number.
@@ -188,8 +224,16 @@ fn write_loop(db: &Database, inbox: &mpsc::Receiver<Op>, mut next: u64) {
 fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
     enum Answer {
         Enqueued(
-            oneshot::Sender<Result<String, QueueError>>,
-            Result<String, QueueError>,
+            oneshot::Sender<Result<Enqueued, QueueError>>,
+            Result<Enqueued, QueueError>,
+        ),
+        Count(
+            oneshot::Sender<Result<u64, QueueError>>,
+            Result<u64, QueueError>,
+        ),
+        Attempts(
+            oneshot::Sender<Result<u32, QueueError>>,
+            Result<u32, QueueError>,
         ),
         Claimed(
             oneshot::Sender<Result<Vec<Claimed>, QueueError>>,
@@ -213,15 +257,25 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
             for op in batch {
                 match op {
                     Op::Enqueue(job, reply) => {
+                        let now = now_ms();
                         if let Some(key) = &job.idempotency_key
                             && let Some(first) = keys
                                 .get((job.endpoint.as_str(), key.as_str()))
                                 .map_err(storage)?
+                                .map(|id| id.value().to_string())
+                            && let Some(raw) = jobs.get(first.as_str()).map_err(storage)?
+                            && decode(raw.value())?.submitted_at_ms + job.ttl_ms > now
                         {
-                            answers.push(Answer::Enqueued(reply, Ok(first.value().to_string())));
+                            answers.push(Answer::Enqueued(
+                                reply,
+                                Ok(Enqueued {
+                                    id: first,
+                                    fresh: false,
+                                }),
+                            ));
                             continue;
                         }
-                        let state = JobState::queued(&job, now_ms());
+                        let state = JobState::queued(&job, now);
                         let raw = serde_json::to_vec(&state).map_err(storage)?;
                         jobs.insert(job.id.as_str(), raw.as_slice())
                             .map_err(storage)?;
@@ -236,7 +290,13 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                             keys.insert((job.endpoint.as_str(), key.as_str()), job.id.as_str())
                                 .map_err(storage)?;
                         }
-                        answers.push(Answer::Enqueued(reply, Ok(job.id)));
+                        answers.push(Answer::Enqueued(
+                            reply,
+                            Ok(Enqueued {
+                                id: job.id,
+                                fresh: true,
+                            }),
+                        ));
                     }
                     Op::Claim(endpoint, max, reply) => {
                         let mut taken = Vec::new();
@@ -289,6 +349,17 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                         };
                         answers.push(Answer::Done(reply, result));
                     }
+                    Op::Retry(id, reply) => {
+                        let result = match set_status(&mut jobs, &id, JobStatus::InProgress)? {
+                            Some(state) => Ok(state.attempts),
+                            None => Err(QueueError::UnknownJob(id)),
+                        };
+                        answers.push(Answer::Attempts(reply, result));
+                    }
+                    Op::Sweep(reply) => {
+                        let swept = sweep(&mut jobs, &mut bodies, &mut keys, now_ms())?;
+                        answers.push(Answer::Count(reply, Ok(swept)));
+                    }
                 }
             }
         }
@@ -302,6 +373,8 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                     Answer::Enqueued(reply, result) => drop(reply.send(result)),
                     Answer::Claimed(reply, result) => drop(reply.send(result)),
                     Answer::Done(reply, result) => drop(reply.send(result)),
+                    Answer::Count(reply, result) => drop(reply.send(result)),
+                    Answer::Attempts(reply, result) => drop(reply.send(result)),
                 }
             }
         }
@@ -325,12 +398,46 @@ fn set_status(
         return Ok(None);
     };
     let mut state = decode(&raw)?;
+    let now = now_ms();
     state.status = status;
     if status == JobStatus::InProgress {
         state.attempts += 1;
+        state.started_at_ms.get_or_insert(now);
     }
-    state.updated_at_ms = now_ms();
+    state.updated_at_ms = now;
     let raw = serde_json::to_vec(&state).map_err(storage)?;
     jobs.insert(id, raw.as_slice()).map_err(storage)?;
     Ok(Some(state))
+}
+
+/// Removes finished jobs kept past their TTL, with their idempotency keys.
+fn sweep(
+    jobs: &mut redb::Table<'_, &str, &[u8]>,
+    bodies: &mut redb::Table<'_, &str, &[u8]>,
+    keys: &mut redb::Table<'_, (&str, &str), &str>,
+    now: u64,
+) -> Result<u64, QueueError> {
+    let mut gone = Vec::new();
+    for entry in jobs.iter().map_err(storage)? {
+        let (id, raw) = entry.map_err(storage)?;
+        let state = decode(raw.value())?;
+        if state.finished() && state.updated_at_ms + state.ttl_ms <= now {
+            gone.push((id.value().to_string(), state));
+        }
+    }
+    for (id, state) in &gone {
+        jobs.remove(id.as_str()).map_err(storage)?;
+        bodies.remove(id.as_str()).map_err(storage)?;
+        if let Some(key) = &state.idempotency_key {
+            let owner = keys
+                .get((state.endpoint.as_str(), key.as_str()))
+                .map_err(storage)?
+                .map(|v| v.value() == id);
+            if owner == Some(true) {
+                keys.remove((state.endpoint.as_str(), key.as_str()))
+                    .map_err(storage)?;
+            }
+        }
+    }
+    Ok(gone.len() as u64)
 }

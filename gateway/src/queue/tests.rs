@@ -1,5 +1,7 @@
 use super::*;
 
+use std::time::Duration;
+
 fn job(id: &str, endpoint: &str, key: Option<&str>) -> NewJob {
     NewJob {
         id: id.into(),
@@ -9,6 +11,7 @@ fn job(id: &str, endpoint: &str, key: Option<&str>) -> NewJob {
         body: Bytes::from(format!(r#"{{"job":"{id}"}}"#)),
         idempotency_key: key.map(str::to_string),
         webhook: None,
+        ttl_ms: 60_000,
     }
 }
 
@@ -18,26 +21,29 @@ async fn fifo_per_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let q = EmbeddedQueue::open(&dir.path().join("q.redb")).unwrap();
     for (id, ep) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a")] {
-        assert_eq!(q.enqueue(job(id, ep, None)).await.unwrap(), id);
+        assert_eq!(q.enqueue(job(id, ep, None)).await.unwrap().id, id);
     }
-    assert_eq!(q.depth("a").unwrap(), 3);
-    assert_eq!(q.depth("b").unwrap(), 1);
+    assert_eq!(q.depth("a").await.unwrap(), 3);
+    assert_eq!(q.depth("b").await.unwrap(), 1);
     let first = q.claim("a", 2).await.unwrap();
     let ids: Vec<_> = first.iter().map(|c| c.state.id.as_str()).collect();
     assert_eq!(ids, ["a1", "a2"]);
     assert_eq!(first[0].body, Bytes::from_static(br#"{"job":"a1"}"#));
     assert_eq!(first[0].state.attempts, 1);
     assert_eq!(first[0].state.status, JobStatus::InProgress);
-    assert_eq!(q.depth("a").unwrap(), 1);
+    assert_eq!(q.depth("a").await.unwrap(), 1);
 
     q.finish("a1", JobStatus::Completed).await.unwrap();
-    assert_eq!(q.state("a1").unwrap().unwrap().status, JobStatus::Completed);
+    assert_eq!(
+        q.state("a1").await.unwrap().unwrap().status,
+        JobStatus::Completed
+    );
     q.requeue("a2").await.unwrap();
     let again = q.claim("a", 10).await.unwrap();
     let ids: Vec<_> = again.iter().map(|c| c.state.id.as_str()).collect();
     assert_eq!(ids, ["a3", "a2"], "a retry goes to the back");
     assert_eq!(again[1].state.attempts, 2);
-    assert!(q.state("nope").unwrap().is_none());
+    assert!(q.state("nope").await.unwrap().is_none());
     assert!(matches!(
         q.finish("nope", JobStatus::Failed).await,
         Err(QueueError::UnknownJob(_))
@@ -49,14 +55,14 @@ async fn fifo_per_endpoint() {
 async fn idempotency_keys() {
     let dir = tempfile::tempdir().unwrap();
     let q = EmbeddedQueue::open(&dir.path().join("q.redb")).unwrap();
-    assert_eq!(q.enqueue(job("j1", "e", Some("k"))).await.unwrap(), "j1");
-    assert_eq!(q.enqueue(job("j2", "e", Some("k"))).await.unwrap(), "j1");
-    assert_eq!(
-        q.enqueue(job("j3", "other", Some("k"))).await.unwrap(),
-        "j3"
-    );
-    assert_eq!(q.depth("e").unwrap(), 1);
-    assert!(q.state("j2").unwrap().is_none());
+    let first = q.enqueue(job("j1", "e", Some("k"))).await.unwrap();
+    assert_eq!((first.id.as_str(), first.fresh), ("j1", true));
+    let again = q.enqueue(job("j2", "e", Some("k"))).await.unwrap();
+    assert_eq!((again.id.as_str(), again.fresh), ("j1", false));
+    let other = q.enqueue(job("j3", "other", Some("k"))).await.unwrap();
+    assert_eq!((other.id.as_str(), other.fresh), ("j3", true));
+    assert_eq!(q.depth("e").await.unwrap(), 1);
+    assert!(q.state("j2").await.unwrap().is_none());
 }
 
 /// Many concurrent enqueues (committed in groups) are all on disk when acknowledged, and a
@@ -95,9 +101,36 @@ async fn durable_across_reopen() {
         }
     };
     // 195 never claimed + 4 claimed and unfinished.
-    assert_eq!(q.depth("e").unwrap(), 199);
+    assert_eq!(q.depth("e").await.unwrap(), 199);
     let all = q.claim("e", 500).await.unwrap();
     assert_eq!(all.len(), 199);
     let recovered = all.iter().filter(|c| c.state.attempts == 2).count();
     assert_eq!(recovered, 4);
+}
+
+/// A retry counts an attempt; an idempotency key is forgotten with its job once the job
+/// finished and its TTL passed, and the sweep removes only such jobs.
+#[tokio::test]
+async fn retries_ttl_and_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = EmbeddedQueue::open(&dir.path().join("q.redb")).unwrap();
+    let mut short = job("s1", "e", Some("k"));
+    short.ttl_ms = 50;
+    q.enqueue(short).await.unwrap();
+    q.enqueue(job("long", "e", None)).await.unwrap();
+    assert!(q.oldest_waiting("e").await.unwrap().is_some());
+    assert_eq!(q.oldest_waiting("none").await.unwrap(), None);
+    let claimed = q.claim("e", 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed[0].state.started_at_ms.is_some());
+    assert_eq!(q.retry("s1").await.unwrap(), 2);
+    q.finish("s1", JobStatus::Completed).await.unwrap();
+    q.finish("long", JobStatus::Completed).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(q.sweep().await.unwrap(), 1);
+    assert!(q.state("s1").await.unwrap().is_none());
+    assert!(q.state("long").await.unwrap().is_some());
+    // The key is free again.
+    let fresh = q.enqueue(job("s2", "e", Some("k"))).await.unwrap();
+    assert_eq!((fresh.id.as_str(), fresh.fresh), ("s2", true));
 }

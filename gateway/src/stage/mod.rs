@@ -4,19 +4,19 @@
 //! - `route`: path → endpoint and the worker-side path.
 //! - `ipfilter`: the endpoint's security groups → 403.
 //! - `auth`: project bearer tokens → 401.
+//! - `intake`: async routes → a durable job and 202; the async status API.
 //! - `admit`: holds requests while the endpoint has no ready worker → 429 / 503.
 //! - `balance`: which worker serves the request.
 //! - `forward`: the exchange with the worker, HTTP/1.1 or h2c, streamed.
 //! - `ws`: the WebSocket relay, once a worker accepted an upgrade.
 //! - `telemetry`: metrics and the access-log line, finished when the response ends.
-//!
-//! Async routes take their place in the pipeline as they are built.
 
 pub mod admit;
 pub mod auth;
 pub mod balance;
 pub mod client;
 pub mod forward;
+pub mod intake;
 pub mod ipfilter;
 pub mod route;
 pub mod telemetry;
