@@ -150,10 +150,10 @@ impl ListBuilder {
 
     fn intern(&mut self, ranges: &[u32], up: u32) -> u32 {
         let hash = record_hash(ranges, up);
-        if let Some(&offset) = self.interned.get(&hash) {
-            if self.lists.get(offset) == Some((ranges, up)) {
-                return offset;
-            }
+        if let Some(&offset) = self.interned.get(&hash)
+            && self.lists.get(offset) == Some((ranges, up))
+        {
+            return offset;
         }
         // 2^31 arena entries would take 8 GiB for a few hundred MiB of rules; offsets stay
         // below `INLINE` (and so below `NONE`).

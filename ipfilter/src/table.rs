@@ -77,10 +77,10 @@ impl<K: Key> Table<K> {
                 open.pop();
             }
             let parent = open.last().map_or(NONE, |&(_, list)| list);
-            if let Some(at) = cursor {
-                if at < start {
-                    segments.push(at, parent);
-                }
+            if let Some(at) = cursor
+                && at < start
+            {
+                segments.push(at, parent);
             }
             cursor = Some(start);
             open.push((start.last(prefix), lists.child(parent, &own)));
@@ -165,11 +165,11 @@ impl<K: Key> Segments<K> {
     /// Gives `cursor..=last` to `list` (if the cursor is not past `last`) and moves the
     /// cursor after it.
     fn cover(&mut self, cursor: &mut Option<K>, last: K, list: u32) {
-        if let Some(at) = *cursor {
-            if at <= last {
-                self.push(at, list);
-                *cursor = last.succ();
-            }
+        if let Some(at) = *cursor
+            && at <= last
+        {
+            self.push(at, list);
+            *cursor = last.succ();
         }
     }
 }

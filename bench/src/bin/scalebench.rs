@@ -439,10 +439,10 @@ impl Portico {
         let deadline = Instant::now() + limit;
         loop {
             let last = self.status().await;
-            if let Ok(status) = &last {
-                if done(status) {
-                    return Ok(status.clone());
-                }
+            if let Ok(status) = &last
+                && done(status)
+            {
+                return Ok(status.clone());
             }
             if Instant::now() >= deadline {
                 bail!("waited {limit:?} for {what}; last status: {last:?}");
@@ -744,14 +744,14 @@ fn worker_lines(log: &Path, from: u64) -> Vec<WorkerLine> {
 /// and the rest; a line without a stamp (`listening on …`) is kept whole.
 fn parse_worker_line(read_us: i64, message: &str) -> WorkerLine {
     let message = message.trim();
-    if let Some((first, rest)) = message.split_once(char::is_whitespace) {
-        if let Some(stamp) = rfc3339_us(first) {
-            return WorkerLine {
-                read_us,
-                stamp_us: Some(stamp),
-                text: rest.trim().to_owned(),
-            };
-        }
+    if let Some((first, rest)) = message.split_once(char::is_whitespace)
+        && let Some(stamp) = rfc3339_us(first)
+    {
+        return WorkerLine {
+            read_us,
+            stamp_us: Some(stamp),
+            text: rest.trim().to_owned(),
+        };
     }
     WorkerLine {
         read_us,
