@@ -229,6 +229,8 @@ fn describe(endpoint: &Endpoint) -> Value {
         "panicking": status.panicking,
         "inflight": endpoint.inflight(),
         "pending": control.admission.pending(),
+        // Async jobs waiting or running (null without `[endpoint.async]`).
+        "async_jobs": endpoint.jobs().map(|_| control.queued()),
         "workers": {
             "desired": status.desired,
             "ready": workers.iter().filter(|w| w.available()).count(),

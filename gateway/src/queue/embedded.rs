@@ -249,6 +249,9 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
         let mut tx = db.begin_write().map_err(storage)?;
         tx.set_durability(Durability::Immediate).map_err(storage)?;
         let mut answers = Vec::with_capacity(batch.len());
+        // Claims that found nothing change nothing: such a batch needs no fsync.
+        let writes = batch.iter().any(|op| !matches!(op, Op::Claim(..)));
+        let mut claimed_any = false;
         {
             let mut jobs = tx.open_table(JOBS).map_err(storage)?;
             let mut bodies = tx.open_table(BODIES).map_err(storage)?;
@@ -310,9 +313,18 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                             keys_taken.push(key.value().1);
                             taken.push(id.value().to_string());
                         }
+                        claimed_any |= !taken.is_empty();
                         let mut claimed = Vec::with_capacity(taken.len());
                         for (seq, id) in keys_taken.into_iter().zip(taken) {
                             ready.remove((endpoint.as_str(), seq)).map_err(storage)?;
+                            // A finished job is never run again, however it got here.
+                            let done = match jobs.get(id.as_str()).map_err(storage)? {
+                                Some(raw) => decode(raw.value())?.finished(),
+                                None => true,
+                            };
+                            if done {
+                                continue;
+                            }
                             let Some(state) = set_status(&mut jobs, &id, JobStatus::InProgress)?
                             else {
                                 continue;
@@ -363,7 +375,11 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                 }
             }
         }
-        tx.commit().map_err(storage)?;
+        if writes || claimed_any {
+            tx.commit().map_err(storage)?;
+        } else {
+            tx.abort().map_err(storage)?;
+        }
         Ok(answers)
     })();
     match outcome {

@@ -140,6 +140,12 @@ pub async fn serve(
     }
     // Configured at start; missing only if the async side failed to start.
     let jobs = endpoint.jobs().ok_or(ProxyError::QueueUnavailable)?;
+    if endpoint.control.stopped() && matches!(call, Call::Intake { .. }) {
+        // A stopped endpoint refuses work, queued or not (DESIGN.md §4).
+        return Err(ProxyError::EndpointStopped {
+            endpoint: endpoint.id().to_string(),
+        });
+    }
     match call {
         Call::Intake { route } => {
             let route = match request.uri().query() {
