@@ -162,8 +162,10 @@ async fn sample(endpoint: &Endpoint, actuator: &dyn Actuator, metric: Metric) ->
         _ => None,
     };
     Sample {
-        // Held requests are demand too: they wait for workers that do not exist yet.
-        in_flight: u32::try_from(endpoint.inflight() + pending).unwrap_or(u32::MAX),
+        // Held requests and waiting async jobs are demand too: they wait for workers that
+        // do not exist yet (running jobs are in flight already).
+        in_flight: u32::try_from(endpoint.inflight() + pending + control.waiting())
+            .unwrap_or(u32::MAX),
         arrivals: control.take_arrivals(),
         custom,
         queue_depth: control.queued(),

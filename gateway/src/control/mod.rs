@@ -38,7 +38,9 @@ pub struct Control {
     pub events: Events,
     wake: Notify,
     arrivals: AtomicU64,
-    /// Async jobs waiting or running (set by the dispatcher): demand that keeps a worker.
+    /// Async jobs waiting for a worker (set by the dispatcher).
+    waiting: AtomicU64,
+    /// Async jobs waiting or running: demand that keeps a worker.
     queued: AtomicU64,
     stopped: AtomicBool,
     /// Portico starts this endpoint's workers, so a request can wait for one.
@@ -109,6 +111,7 @@ impl Control {
             events: Events::new(&config.id),
             wake: Notify::new(),
             arrivals: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             managed: matches!(config.workers.kind, config::WorkerKind::Process { .. }),
@@ -131,9 +134,16 @@ impl Control {
         self.arrivals.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records the async jobs waiting or running, which the scaler counts as demand.
-    pub fn set_queued(&self, jobs: u64) {
-        self.queued.store(jobs, Ordering::Relaxed);
+    /// Records the async jobs waiting for a worker and running, which the scaler counts
+    /// as demand.
+    pub fn set_queued(&self, waiting: u64, running: u64) {
+        self.waiting.store(waiting, Ordering::Relaxed);
+        self.queued.store(waiting + running, Ordering::Relaxed);
+    }
+
+    /// Async jobs waiting for a worker.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Async jobs waiting or running, as last reported by the dispatcher.

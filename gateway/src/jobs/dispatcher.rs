@@ -90,7 +90,7 @@ async fn dispatch(
         };
         let in_progress = running.borrow().len();
         jobs.metrics.depth.set(depth as f64);
-        endpoint.control.set_queued(depth + in_progress as u64);
+        endpoint.control.set_queued(depth, in_progress as u64);
 
         let room = (per_worker * ready).saturating_sub(in_progress);
         let mut full = false;
