@@ -18,6 +18,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 command -v promtool >/dev/null || apt_packages+=(prometheus)   # promtool checks /metrics
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_packages+=(haproxy)   # a real PROXY v2 peer
 command -v openssl >/dev/null || apt_packages+=(openssl)   # test certificates
+command -v redis-server >/dev/null || apt_packages+=(redis-server)   # the shared async queue
 if [ ${#apt_packages[@]} -gt 0 ]; then
     step "installing Debian packages: ${apt_packages[*]}"
     sudo_cmd=""
@@ -26,6 +27,17 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
         "${apt_packages[@]}"
 fi
+
+# The S3-compatible store for async results: s3s-fs serves a directory over the S3 API.
+# The async tests start it (and redis-server) on free ports and stop it themselves.
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$cargo_bin:$PATH"
+if ! command -v s3s-fs >/dev/null; then
+    step "installing s3s-fs (cargo install, a few minutes)"
+    cargo install s3s-fs@0.14.1 --features binary --locked
+fi
+export PORTICO_S3S_FS
+PORTICO_S3S_FS=$(command -v s3s-fs)
 
 # Python packages in a venv under target/, reinstalled when tests/requirements.txt changes.
 venv="$root/target/venv"
