@@ -52,8 +52,9 @@ impl EndpointHooks {
         if let Some(waited) = endpoint.control.woken_for() {
             endpoint.metrics.cold_start(waited.as_secs_f64());
         }
-        // Last: held requests must find the worker when they wake.
+        // Last: held requests and the async dispatcher must find the worker when they wake.
         endpoint.control.admission.release();
+        endpoint.control.ready.notify_one();
     }
 }
 

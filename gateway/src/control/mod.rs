@@ -37,6 +37,8 @@ pub struct Control {
     /// Lifecycle events.
     pub events: Events,
     wake: Notify,
+    /// Told when a replica becomes ready (the async dispatcher waits on it).
+    ready: Notify,
     arrivals: AtomicU64,
     /// Async jobs waiting for a worker (set by the dispatcher).
     waiting: AtomicU64,
@@ -110,6 +112,7 @@ impl Control {
             admission: Admission::default(),
             events: Events::new(&config.id),
             wake: Notify::new(),
+            ready: Notify::new(),
             arrivals: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
             queued: AtomicU64::new(0),
@@ -164,6 +167,11 @@ impl Control {
     /// Asks the controller to decide now: a request found no ready worker.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Completes once a replica became ready since the last call (or now).
+    pub async fn replica_ready(&self) {
+        self.ready.notified().await;
     }
 
     /// The scaling settings in force.

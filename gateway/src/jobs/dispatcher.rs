@@ -22,6 +22,9 @@ const POLL: Duration = Duration::from_millis(250);
 /// How often an idle dispatcher claims anyway, to take back jobs another replica abandoned.
 const RECLAIM_POLL: Duration = Duration::from_secs(2);
 
+/// How often a dispatcher with no ready worker looks for jobs waiting past their TTL.
+const EXPIRY_POLL: Duration = Duration::from_secs(1);
+
 /// How often finished jobs past their TTL are forgotten.
 const SWEEP: Duration = Duration::from_secs(60);
 
@@ -77,6 +80,7 @@ async fn dispatch(
     let touch_every = (jobs.settings.reclaim_after / 3).max(Duration::from_millis(100));
     let mut last_touch = Instant::now();
     let mut last_claim = Instant::now() - RECLAIM_POLL;
+    let mut last_expiry = Instant::now() - EXPIRY_POLL;
     tracing::info!(endpoint = %id, "async dispatcher started");
     while !*stop.borrow() {
         let ready = endpoint.workers().iter().filter(|w| w.available()).count();
@@ -84,7 +88,15 @@ async fn dispatch(
             Ok(depth) => depth,
             Err(err) => {
                 tracing::warn!(endpoint = %id, error = %err, "async queue unreadable");
-                wait(&jobs, &finished, &mut stop, Duration::from_secs(1)).await;
+                wait(
+                    &endpoint,
+                    &jobs,
+                    &finished,
+                    &mut stop,
+                    true,
+                    Duration::from_secs(1),
+                )
+                .await;
                 continue;
             }
         };
@@ -101,8 +113,11 @@ async fn dispatch(
             // A job at zero workers wakes the endpoint at once (DESIGN.md §4), and jobs
             // waiting past their TTL for a worker that never comes still get a result.
             endpoint.control.wake();
-            if oldest_expired(&jobs, &id).await {
-                claim(&endpoint, &jobs, &running, &finished, 1).await;
+            if last_expiry.elapsed() >= EXPIRY_POLL {
+                last_expiry = Instant::now();
+                if oldest_expired(&jobs, &id).await {
+                    claim(&endpoint, &jobs, &running, &finished, 1).await;
+                }
             }
         }
         if last_touch.elapsed() >= touch_every && !running.borrow().is_empty() {
@@ -113,7 +128,18 @@ async fn dispatch(
             }
         }
         if !full {
-            wait(&jobs, &finished, &mut stop, POLL).await;
+            // With jobs waiting and no room, another arrival changes nothing: the endpoint is
+            // woken already, and a ready replica or a finished job is what to wait for.
+            let arrivals_matter = room > 0 || depth == 0;
+            wait(
+                &endpoint,
+                &jobs,
+                &finished,
+                &mut stop,
+                arrivals_matter,
+                POLL,
+            )
+            .await;
         }
     }
     drain(&id, &running, &finished, grace).await;
@@ -157,10 +183,18 @@ async fn oldest_expired(jobs: &Jobs, endpoint: &str) -> bool {
     )
 }
 
-async fn wait(jobs: &Jobs, finished: &Notify, stop: &mut watch::Receiver<bool>, most: Duration) {
+async fn wait(
+    endpoint: &Endpoint,
+    jobs: &Jobs,
+    finished: &Notify,
+    stop: &mut watch::Receiver<bool>,
+    arrivals: bool,
+    most: Duration,
+) {
     tokio::select! {
-        () = jobs.arrived.notified() => {}
+        () = jobs.arrived.notified(), if arrivals => {}
         () = finished.notified() => {}
+        () = endpoint.control.replica_ready() => {}
         () = tokio::time::sleep(most) => {}
         _ = stop.changed() => {}
     }

@@ -12,8 +12,9 @@
 //! - `ready`: (endpoint, sequence) → id, the FIFO of jobs waiting for a dispatcher.
 //! - `idempotency`: (endpoint, key) → id.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition};
@@ -44,11 +45,16 @@ enum Op {
     Sweep(oneshot::Sender<Result<u64, QueueError>>),
 }
 
+/// Jobs waiting per endpoint, kept beside the file so that reading a depth does not walk
+/// the queue (dispatchers read it on every turn); changed only after a commit.
+type Depths = Arc<Mutex<HashMap<String, u64>>>;
+
 /// The embedded queue; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedQueue {
-    db: std::sync::Arc<Database>,
+    db: Arc<Database>,
     ops: mpsc::Sender<Op>,
+    depths: Depths,
 }
 
 impl std::fmt::Debug for EmbeddedQueue {
@@ -59,17 +65,22 @@ impl std::fmt::Debug for EmbeddedQueue {
 
 impl EmbeddedQueue {
     /// Opens (or creates) the queue file at `path`. Jobs a previous run had claimed but not
-    /// finished go back to the front of their endpoint's queue (at-least-once).
+    /// finished go back into their endpoint's queue (at-least-once).
     pub fn open(path: &Path) -> Result<EmbeddedQueue, QueueError> {
-        let db = std::sync::Arc::new(Database::create(path).map_err(storage)?);
+        let db = Arc::new(Database::create(path).map_err(storage)?);
         let next = recover(&db)?;
+        let depths: Depths = Arc::new(Mutex::new(count_waiting(&db)?));
         let (ops, inbox) = mpsc::channel();
-        let writer = std::sync::Arc::clone(&db);
+        let writer = Writer {
+            db: Arc::clone(&db),
+            next,
+            depths: Arc::clone(&depths),
+        };
         std::thread::Builder::new()
             .name("portico-queue".into())
-            .spawn(move || write_loop(&writer, &inbox, next))
+            .spawn(move || writer.run(&inbox))
             .map_err(|err| QueueError::Storage(err.to_string()))?;
-        Ok(EmbeddedQueue { db, ops })
+        Ok(EmbeddedQueue { db, ops, depths })
     }
 
     /// Puts a claimed job back at the end of its endpoint's queue.
@@ -87,13 +98,9 @@ impl EmbeddedQueue {
         }
     }
 
-    fn read_depth(&self, endpoint: &str) -> Result<u64, QueueError> {
-        let tx = self.db.begin_read().map_err(storage)?;
-        let ready = tx.open_table(READY).map_err(storage)?;
-        let range = ready
-            .range((endpoint, 0)..=(endpoint, u64::MAX))
-            .map_err(storage)?;
-        Ok(range.count() as u64)
+    fn read_depth(&self, endpoint: &str) -> u64 {
+        let depths = self.depths.lock().unwrap_or_else(|p| p.into_inner());
+        depths.get(endpoint).copied().unwrap_or(0)
     }
 
     fn read_oldest(&self, endpoint: &str) -> Result<Option<u64>, QueueError> {
@@ -154,7 +161,7 @@ impl JobQueue for EmbeddedQueue {
     }
 
     fn depth(&self, endpoint: &str) -> QueueFuture<'_, u64> {
-        Box::pin(std::future::ready(self.read_depth(endpoint)))
+        Box::pin(std::future::ready(Ok(self.read_depth(endpoint))))
     }
 
     fn oldest_waiting(&self, endpoint: &str) -> QueueFuture<'_, Option<u64>> {
@@ -206,22 +213,45 @@ fn recover(db: &Database) -> Result<u64, QueueError> {
     Ok(next)
 }
 
-fn write_loop(db: &Database, inbox: &mpsc::Receiver<Op>, mut next: u64) {
-    while let Ok(first) = inbox.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+/// Jobs waiting per endpoint in the file.
+fn count_waiting(db: &Database) -> Result<HashMap<String, u64>, QueueError> {
+    let tx = db.begin_read().map_err(storage)?;
+    let ready = tx.open_table(READY).map_err(storage)?;
+    let mut depths = HashMap::new();
+    for entry in ready.iter().map_err(storage)? {
+        let (key, _) = entry.map_err(storage)?;
+        *depths.entry(key.value().0.to_string()).or_default() += 1;
+    }
+    Ok(depths)
+}
+
+/// The one thread that writes the file.
+struct Writer {
+    db: Arc<Database>,
+    /// Sequence number of the next job in `ready`.
+    next: u64,
+    depths: Depths,
+}
+
+impl Writer {
+    fn run(mut self, inbox: &mpsc::Receiver<Op>) {
+        while let Ok(first) = inbox.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
             }
+            commit_batch(&self.db, batch, &mut self.next, &self.depths);
         }
-        commit_batch(db, batch, &mut next);
     }
 }
 
 /// Applies a batch in one fsync'd transaction and answers each request once it is durable
-/// (or every request with the error when the commit fails).
-fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
+/// (or every request with the error when the commit fails). Depths change after the
+/// commit and before any answer, so a dispatcher told of a new job sees it counted.
+fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64, depths: &Depths) {
     enum Answer {
         Enqueued(
             oneshot::Sender<Result<Enqueued, QueueError>>,
@@ -245,6 +275,7 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
         ),
     }
     let start_next = *next;
+    let mut deltas: HashMap<String, i64> = HashMap::new();
     let outcome = (|| -> Result<Vec<Answer>, QueueError> {
         let mut tx = db.begin_write().map_err(storage)?;
         tx.set_durability(Durability::Immediate).map_err(storage)?;
@@ -289,6 +320,7 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                             .insert((job.endpoint.as_str(), *next), job.id.as_str())
                             .map_err(storage)?;
                         *next += 1;
+                        *deltas.entry(job.endpoint.clone()).or_default() += 1;
                         if let Some(key) = &job.idempotency_key {
                             keys.insert((job.endpoint.as_str(), key.as_str()), job.id.as_str())
                                 .map_err(storage)?;
@@ -314,6 +346,7 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                             taken.push(id.value().to_string());
                         }
                         claimed_any |= !taken.is_empty();
+                        *deltas.entry(endpoint.clone()).or_default() -= taken.len() as i64;
                         let mut claimed = Vec::with_capacity(taken.len());
                         for (seq, id) in keys_taken.into_iter().zip(taken) {
                             ready.remove((endpoint.as_str(), seq)).map_err(storage)?;
@@ -355,6 +388,7 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
                                     .insert((state.endpoint.as_str(), *next), id.as_str())
                                     .map_err(storage)?;
                                 *next += 1;
+                                *deltas.entry(state.endpoint).or_default() += 1;
                                 Ok(())
                             }
                             None => Err(QueueError::UnknownJob(id)),
@@ -384,6 +418,12 @@ fn commit_batch(db: &Database, batch: Vec<Op>, next: &mut u64) {
     })();
     match outcome {
         Ok(answers) => {
+            let mut depths = depths.lock().unwrap_or_else(|p| p.into_inner());
+            for (endpoint, delta) in deltas {
+                let depth = depths.entry(endpoint).or_default();
+                *depth = depth.saturating_add_signed(delta);
+            }
+            drop(depths);
             for answer in answers {
                 match answer {
                     Answer::Enqueued(reply, result) => drop(reply.send(result)),
