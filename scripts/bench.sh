@@ -8,6 +8,11 @@
 #         hand-off and wake time, reaction to a burst, a plot); writes
 #         docs/benchmarks-scaling.md and docs/img/scaling-burst.svg. Needs neither nginx
 #         nor wrk, and starts its own Portico (twice); run alone it starts nothing else.
+#   async asyncbench: async jobs (issue 7): durable intake rate and latency with nobody
+#         consuming, then while a fakeworker drains the queue, and the end-to-end cost of
+#         one job against a direct call; embedded queue and Redis (appendfsync always and
+#         everysec). Writes docs/benchmarks-async.md. Self-contained like `scale`: starts
+#         its own Portico, fakeworker and redis-server for every run (about 8 minutes).
 #
 # Method (shared/PERFORMANCE.md, docs/benchmarks.md): proxy CPU time from
 # /proc/<pid>/task/*/schedstat (all threads and child processes) around each run; paths
@@ -30,6 +35,10 @@
 #   BENCH_PORTICO_THREADS=1   Portico server.worker_threads
 #   BENCH_SCALE_ROUNDS=12     cold starts (scale)               BENCH_SCALE_BURSTS=3
 #   BENCH_SCALE_OUT=docs/benchmarks-scaling.md (the plot goes to img/scaling-burst.svg beside it)
+#   BENCH_ASYNC_REPS=3        repetitions per run (async)       BENCH_ASYNC_SECONDS=5 measured
+#   BENCH_ASYNC_CLIENTS=64    concurrent intake connections     BENCH_ASYNC_E2E_JOBS=200
+#   BENCH_ASYNC_EXTRA_THREADS=2  also intake alone with this many data-plane threads (0: not)
+#   BENCH_ASYNC_OUT=docs/benchmarks-async.md
 #   BENCH_OUT=docs/benchmarks.md   BENCH_NO_BUILD=1 (skip cargo build)   BENCH_KEEP=1 (keep the run dir)
 #
 # Extending (issue 9): a path is a name in TARGETS with its BASE URL and PROXY_PID (start it
@@ -43,7 +52,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ALL_SCENARIOS=(http sse scale)
+ALL_SCENARIOS=(http sse scale async)
 REPS=${BENCH_REPS:-5}
 SECS=${BENCH_SECONDS:-5}
 CONNS=${BENCH_CONNS:-32}
@@ -59,6 +68,12 @@ OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
 SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-12}
 SCALE_BURSTS=${BENCH_SCALE_BURSTS:-3}
 SCALE_OUT=${BENCH_SCALE_OUT:-$ROOT/docs/benchmarks-scaling.md}
+ASYNC_REPS=${BENCH_ASYNC_REPS:-3}
+ASYNC_SECONDS=${BENCH_ASYNC_SECONDS:-5}
+ASYNC_CLIENTS=${BENCH_ASYNC_CLIENTS:-64}
+ASYNC_E2E_JOBS=${BENCH_ASYNC_E2E_JOBS:-200}
+ASYNC_EXTRA_THREADS=${BENCH_ASYNC_EXTRA_THREADS:-2}
+ASYNC_OUT=${BENCH_ASYNC_OUT:-$ROOT/docs/benchmarks-async.md}
 # The origin's cheapest answer: no body to read, no query to parse, 15 bytes of JSON.
 ORIGIN_PATH=/health
 # Where Portico serves the origin (project `bench`, endpoint `origin`).
@@ -76,7 +91,7 @@ SCENARIOS=()
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    http|sse|scale) SCENARIOS+=("$arg") ;;
+    http|sse|scale|async) SCENARIOS+=("$arg") ;;
     *) die "unknown scenario '$arg' (known: ${ALL_SCENARIOS[*]})" ;;
   esac
 done
@@ -93,6 +108,10 @@ install_missing() {
   if needs_peers; then
     [ -n "$(nginx_bin)" ] || missing+=(nginx)
     command -v wrk >/dev/null || missing+=(wrk)
+  fi
+  # asyncbench leaves the Redis rows out without it, but they are half the point.
+  if wants async; then
+    command -v redis-server >/dev/null || missing+=(redis-server)
   fi
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
@@ -118,6 +137,10 @@ install_missing() {
   if [[ " ${pkgs[*]} " == *" nginx"* ]] && command -v service >/dev/null; then
     "${sudo[@]}" service nginx stop >/dev/null 2>&1 || true
   fi
+  # The same for the package's own Redis (port 6379): asyncbench starts its own.
+  if [[ " ${pkgs[*]} " == *" redis-server "* ]] && command -v service >/dev/null; then
+    "${sudo[@]}" service redis-server stop >/dev/null 2>&1 || true
+  fi
 }
 
 install_missing
@@ -138,6 +161,7 @@ BIN=$TARGET_DIR/release
 NEEDED_BINS=(portico fakeworker)
 ! needs_peers || NEEDED_BINS+=(ssebench refproxy)
 ! wants scale || NEEDED_BINS+=(scalebench)
+! wants async || NEEDED_BINS+=(asyncbench)
 for b in "${NEEDED_BINS[@]}"; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing (build failed?)"
 done
@@ -244,6 +268,25 @@ if wants scale; then
     >"$RUN_DIR/scale.json" || die "scalebench failed (its log is above)"
   log "scale: $(cat "$RUN_DIR/scale.json")"
   log "wrote $SCALE_OUT"
+fi
+
+# ---------------------------------------------------------------------------- async
+# Also before the peers. asyncbench starts and stops its own Portico, fakeworker and
+# redis-server for every run (SIGTERM or Ctrl-C make it stop them too) and writes its report
+# itself; the JSON summary it prints is kept in the run directory.
+if wants async; then
+  log "scenario async: $ASYNC_REPS repetitions of intake alone, draining and end to end (about 8 minutes)"
+  ASYNC_KEEP=()
+  [ "${BENCH_KEEP:-0}" != 1 ] || ASYNC_KEEP=(--keep)
+  run_load "$BIN/asyncbench" --portico "$BIN/portico" --fakeworker "$BIN/fakeworker" \
+    --reps "$ASYNC_REPS" --seconds "$ASYNC_SECONDS" --clients "$ASYNC_CLIENTS" \
+    --e2e-jobs "$ASYNC_E2E_JOBS" --threads "$PORTICO_THREADS" \
+    --extra-threads "$ASYNC_EXTRA_THREADS" --noise-pct "$NOISE_PCT" \
+    --quiet-wait-seconds "${BENCH_QUIET_WAIT:-10}" --run-dir "$RUN_DIR/async" "${ASYNC_KEEP[@]}" \
+    --out "$ASYNC_OUT" --source "$GIT_REV" --toolchain "$(rustc -V 2>/dev/null || echo unknown)" \
+    >"$RUN_DIR/async.json" || die "asyncbench failed (its log is above)"
+  log "async: $(cat "$RUN_DIR/async.json")"
+  log "wrote $ASYNC_OUT"
 fi
 if ! needs_peers; then
   exit 0
@@ -558,7 +601,7 @@ WRK_VERSION=$( (wrk -v 2>&1 || true) | head -n1 | awk '{print $1, $2}')
 export RESULTS OUT START_TIME PINNING NGINX_VERSION WRK_VERSION PORTICO_STATUS PORTICO_NOTE
 export REPS SECS CONNS WARMUP SSE_REPS SSE_STREAMS SSE_EVENTS SSE_INTERVAL_MS NOISE_PCT MAX_RETRIES
 export PORTICO_THREADS ORIGIN_PATH PORTICO_PREFIX ORIGIN_RESTARTS QUIET_WAIT QUIET_BUDGET RUN_DIR
-# The scenarios this report covers (`scale` writes its own).
+# The scenarios this report covers (`scale` and `async` write their own).
 SCENARIOS_RUN=""
 for s in http sse; do ! wants "$s" || SCENARIOS_RUN+="$s "; done
 export SCENARIOS_RUN
