@@ -1,8 +1,11 @@
 //! One dispatcher per async endpoint: claims queued jobs as the endpoint's workers have
 //! room (`concurrency_per_worker` × ready workers), runs each as its own task, reports the
 //! queue as scaling demand, and wakes the endpoint when jobs wait and no worker is ready.
+//!
+//! A job holds a worker slot only while it needs a worker; writing its result and finishing
+//! it happen after the slot is free, bounded by [`WRITE_BACKLOG`] jobs.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -67,112 +70,167 @@ pub(super) fn run_all(
     });
 }
 
+/// Jobs past their worker (writing the result, finishing) a dispatcher lets pile up before
+/// it stops claiming: the bound on memory while the object store is down.
+const WRITE_BACKLOG: usize = 256;
+
+/// One endpoint's dispatcher: what it runs and when it last did each chore.
+struct Dispatcher {
+    endpoint: Arc<Endpoint>,
+    jobs: Arc<Jobs>,
+    /// Every claimed job not finished yet (renewed with `touch`, awaited at shutdown).
+    running: Running,
+    /// Jobs holding a worker slot (`concurrency_per_worker` × ready workers).
+    busy: Rc<Cell<usize>>,
+    /// Told when a job frees its slot or ends.
+    freed: Rc<Notify>,
+    last_claim: Instant,
+    last_touch: Instant,
+    last_expiry: Instant,
+}
+
+/// A job's hold on a worker slot, released when its worker part is over (before the result
+/// is written), so that slow result writes do not idle the workers.
+pub(super) struct Slot {
+    busy: Rc<Cell<usize>>,
+    freed: Rc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy.set(self.busy.get().saturating_sub(1));
+        self.freed.notify_one();
+    }
+}
+
 async fn dispatch(
     endpoint: Arc<Endpoint>,
     jobs: Arc<Jobs>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let id = endpoint.id().to_string();
-    let per_worker = jobs.settings.concurrency_per_worker as usize;
-    let running: Running = Rc::default();
-    let finished = Rc::new(Notify::new());
-    let touch_every = (jobs.settings.reclaim_after / 3).max(Duration::from_millis(100));
-    let mut last_touch = Instant::now();
-    let mut last_claim = Instant::now() - RECLAIM_POLL;
-    let mut last_expiry = Instant::now() - EXPIRY_POLL;
-    tracing::info!(endpoint = %id, "async dispatcher started");
+    tracing::info!(endpoint = %endpoint.id(), "async dispatcher started");
+    let long_ago = Instant::now() - RECLAIM_POLL.max(EXPIRY_POLL);
+    let mut dispatcher = Dispatcher {
+        endpoint,
+        jobs,
+        running: Rc::default(),
+        busy: Rc::default(),
+        freed: Rc::new(Notify::new()),
+        last_claim: long_ago,
+        last_touch: Instant::now(),
+        last_expiry: long_ago,
+    };
     while !*stop.borrow() {
-        let ready = endpoint.workers().iter().filter(|w| w.available()).count();
-        let depth = match jobs.queue.depth(&id).await {
+        let (claimed_all, arrivals_matter) = dispatcher.turn().await;
+        if !claimed_all {
+            dispatcher.wait(&mut stop, arrivals_matter).await;
+        }
+    }
+    let id = dispatcher.endpoint.id().to_string();
+    drain(&id, &dispatcher.running, &dispatcher.freed, grace).await;
+}
+
+impl Dispatcher {
+    /// Looks at the queue once: reports demand, claims what the workers have room for, or
+    /// wakes the endpoint. Returns whether it claimed all it had room for (more may wait)
+    /// and whether a new arrival would change what it does.
+    async fn turn(&mut self) -> (bool, bool) {
+        let id = self.endpoint.id();
+        let depth = match self.jobs.queue.depth(id).await {
             Ok(depth) => depth,
             Err(err) => {
                 tracing::warn!(endpoint = %id, error = %err, "async queue unreadable");
-                wait(
-                    &endpoint,
-                    &jobs,
-                    &finished,
-                    &mut stop,
-                    true,
-                    Duration::from_secs(1),
-                )
-                .await;
-                continue;
+                return (false, true);
             }
         };
-        let in_progress = running.borrow().len();
-        jobs.metrics.depth.set(depth as f64);
-        endpoint.control.set_queued(depth, in_progress as u64);
+        let running = self.running.borrow().len();
+        self.jobs.metrics.depth.set(depth as f64);
+        self.endpoint.control.set_queued(depth, running as u64);
 
-        let room = (per_worker * ready).saturating_sub(in_progress);
-        let mut full = false;
-        if room > 0 && (depth > 0 || last_claim.elapsed() >= RECLAIM_POLL) {
-            last_claim = Instant::now();
-            full = claim(&endpoint, &jobs, &running, &finished, room).await == room;
+        let ready = self
+            .endpoint
+            .workers()
+            .iter()
+            .filter(|w| w.available())
+            .count();
+        let slots = self.jobs.settings.concurrency_per_worker as usize * ready;
+        let room = slots
+            .saturating_sub(self.busy.get())
+            .min((slots + WRITE_BACKLOG).saturating_sub(running));
+        let mut claimed_all = false;
+        if room > 0 && (depth > 0 || self.last_claim.elapsed() >= RECLAIM_POLL) {
+            self.last_claim = Instant::now();
+            claimed_all = self.claim(room).await == room;
         } else if depth > 0 && ready == 0 {
             // A job at zero workers wakes the endpoint at once (DESIGN.md §4), and jobs
             // waiting past their TTL for a worker that never comes still get a result.
-            endpoint.control.wake();
-            if last_expiry.elapsed() >= EXPIRY_POLL {
-                last_expiry = Instant::now();
-                if oldest_expired(&jobs, &id).await {
-                    claim(&endpoint, &jobs, &running, &finished, 1).await;
+            self.endpoint.control.wake();
+            if self.last_expiry.elapsed() >= EXPIRY_POLL {
+                self.last_expiry = Instant::now();
+                if oldest_expired(&self.jobs, id).await {
+                    self.claim(1).await;
                 }
             }
         }
-        if last_touch.elapsed() >= touch_every && !running.borrow().is_empty() {
-            last_touch = Instant::now();
-            let ids: Vec<String> = running.borrow().iter().cloned().collect();
-            if let Err(err) = jobs.queue.touch(&id, &ids).await {
-                tracing::warn!(endpoint = %id, error = %err, "could not renew job claims");
-            }
-        }
-        if !full {
-            // With jobs waiting and no room, another arrival changes nothing: the endpoint is
-            // woken already, and a ready replica or a finished job is what to wait for.
-            let arrivals_matter = room > 0 || depth == 0;
-            wait(
-                &endpoint,
-                &jobs,
-                &finished,
-                &mut stop,
-                arrivals_matter,
-                POLL,
-            )
-            .await;
-        }
+        self.touch().await;
+        // With jobs waiting and no room, another arrival changes nothing: the endpoint is
+        // woken already, and a ready replica or a freed slot is what to wait for.
+        (claimed_all, room > 0 || depth == 0)
     }
-    drain(&id, &running, &finished, grace).await;
-}
 
-/// Claims up to `room` jobs and starts them; returns how many were claimed.
-async fn claim(
-    endpoint: &Arc<Endpoint>,
-    jobs: &Arc<Jobs>,
-    running: &Running,
-    finished: &Rc<Notify>,
-    room: usize,
-) -> usize {
-    let claimed = match jobs.queue.claim(endpoint.id(), room).await {
-        Ok(claimed) => claimed,
-        Err(err) => {
-            tracing::warn!(endpoint = %endpoint.id(), error = %err, "could not claim jobs");
-            return 0;
-        }
-    };
-    let count = claimed.len();
-    for job in claimed {
-        running.borrow_mut().insert(job.state.id.clone());
-        let (endpoint, jobs) = (Arc::clone(endpoint), Arc::clone(jobs));
-        let (running, finished) = (Rc::clone(running), Rc::clone(finished));
-        tokio::task::spawn_local(async move {
+    /// Claims up to `room` jobs and starts each as its own task; returns how many.
+    async fn claim(&self, room: usize) -> usize {
+        let claimed = match self.jobs.queue.claim(self.endpoint.id(), room).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(endpoint = %self.endpoint.id(), error = %err, "could not claim jobs");
+                return 0;
+            }
+        };
+        let count = claimed.len();
+        for job in claimed {
             let id = job.state.id.clone();
-            run::job(&endpoint, &jobs, job).await;
-            running.borrow_mut().remove(&id);
-            finished.notify_one();
-        });
+            self.running.borrow_mut().insert(id.clone());
+            self.busy.set(self.busy.get() + 1);
+            let slot = Slot {
+                busy: Rc::clone(&self.busy),
+                freed: Rc::clone(&self.freed),
+            };
+            let (endpoint, jobs) = (Arc::clone(&self.endpoint), Arc::clone(&self.jobs));
+            let (running, freed) = (Rc::clone(&self.running), Rc::clone(&self.freed));
+            tokio::task::spawn_local(async move {
+                run::job(&endpoint, &jobs, job, slot).await;
+                running.borrow_mut().remove(&id);
+                freed.notify_one();
+            });
+        }
+        count
     }
-    count
+
+    /// Renews the claims of running jobs every third of `reclaim_after`, so that no other
+    /// replica takes them back.
+    async fn touch(&mut self) {
+        let every = (self.jobs.settings.reclaim_after / 3).max(Duration::from_millis(100));
+        if self.last_touch.elapsed() < every || self.running.borrow().is_empty() {
+            return;
+        }
+        self.last_touch = Instant::now();
+        let ids: Vec<String> = self.running.borrow().iter().cloned().collect();
+        if let Err(err) = self.jobs.queue.touch(self.endpoint.id(), &ids).await {
+            tracing::warn!(endpoint = %self.endpoint.id(), error = %err, "could not renew job claims");
+        }
+    }
+
+    async fn wait(&self, stop: &mut watch::Receiver<bool>, arrivals: bool) {
+        tokio::select! {
+            () = self.jobs.arrived.notified(), if arrivals => {}
+            () = self.freed.notified() => {}
+            () = self.endpoint.control.replica_ready() => {}
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => {}
+        }
+    }
 }
 
 async fn oldest_expired(jobs: &Jobs, endpoint: &str) -> bool {
@@ -181,23 +239,6 @@ async fn oldest_expired(jobs: &Jobs, endpoint: &str) -> bool {
         jobs.queue.oldest_waiting(endpoint).await,
         Ok(Some(submitted)) if submitted + ttl <= now_ms()
     )
-}
-
-async fn wait(
-    endpoint: &Endpoint,
-    jobs: &Jobs,
-    finished: &Notify,
-    stop: &mut watch::Receiver<bool>,
-    arrivals: bool,
-    most: Duration,
-) {
-    tokio::select! {
-        () = jobs.arrived.notified(), if arrivals => {}
-        () = finished.notified() => {}
-        () = endpoint.control.replica_ready() => {}
-        () = tokio::time::sleep(most) => {}
-        _ = stop.changed() => {}
-    }
 }
 
 /// Lets running jobs finish for up to `grace`; those still running stay claimed in the

@@ -26,6 +26,8 @@ pub struct Results {
     /// The store's URL as clients see it, without a trailing `/`: `s3://bucket/prefix` or
     /// `file:///abs/dir`.
     base_url: String,
+    /// The directory of a local store, whose writes Portico makes durable itself.
+    local: Option<PathBuf>,
 }
 
 /// The store could not be set up.
@@ -49,6 +51,7 @@ impl Results {
                 base_url: format!("file://{}", dir.display())
                     .trim_end_matches('/')
                     .into(),
+                local: Some(dir),
             });
         }
         let rest = settings
@@ -86,6 +89,7 @@ impl Results {
             store: Arc::new(store),
             prefix,
             base_url,
+            local: None,
         })
     }
 
@@ -95,13 +99,22 @@ impl Results {
     }
 
     /// Writes a result document (replacing any earlier one: the same request id always
-    /// gets the same key).
+    /// gets the same key). Once this returns, the result survives a crash of the machine:
+    /// S3 acknowledges stored objects, and a local file is fsync'd with its directory
+    /// (the local store only writes a temporary file and renames it).
     pub async fn put(&self, endpoint: &str, id: &str, document: Bytes) -> Result<(), String> {
         self.store
             .put(&self.key(endpoint, id), PutPayload::from(document))
             .await
-            .map(drop)
-            .map_err(|err| err.to_string())
+            .map_err(|err| err.to_string())?;
+        let Some(dir) = &self.local else {
+            return Ok(());
+        };
+        let file = dir.join(relative_key(endpoint, id));
+        tokio::task::spawn_blocking(move || sync(&file))
+            .await
+            .map_err(|err| err.to_string())?
+            .map_err(|err| format!("fsync of the result file: {err}"))
     }
 
     /// The result document, if one was written.
@@ -118,6 +131,15 @@ impl Results {
             true => Path::from(relative_key(endpoint, id)),
             false => Path::from(format!("{}/{}", self.prefix, relative_key(endpoint, id))),
         }
+    }
+}
+
+/// Flushes `file` and its directory entry to disk.
+fn sync(file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    match file.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

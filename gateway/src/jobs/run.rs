@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, Request, Uri, header};
 use http_body_util::BodyExt as _;
 
 use super::Jobs;
+use super::dispatcher::Slot;
 use super::document::{self, Outcome};
 use crate::body::{RequestBody, RequestStats};
 use crate::endpoint::Endpoint;
@@ -44,8 +45,8 @@ enum Attempt {
     NoWorker,
 }
 
-/// Runs a claimed job to its end.
-pub(super) async fn job(endpoint: &Arc<Endpoint>, jobs: &Jobs, claimed: Claimed) {
+/// Runs a claimed job to its end; `slot` is given back once no worker is needed any more.
+pub(super) async fn job(endpoint: &Arc<Endpoint>, jobs: &Jobs, claimed: Claimed, slot: Slot) {
     let Claimed { mut state, body } = claimed;
     // A job delivered again (a retry or a dead dispatcher's job) may have its result
     // written already: it is only finished, so that one request id has one result.
@@ -61,6 +62,7 @@ pub(super) async fn job(endpoint: &Arc<Endpoint>, jobs: &Jobs, claimed: Claimed)
     } else {
         attempts(endpoint, jobs, &mut state, &body).await
     };
+    drop(slot);
     let completed_at = now_ms();
     let result = document::result(&state, &outcome, state.attempts, completed_at);
     write(jobs, &state, result).await;

@@ -454,13 +454,7 @@ fn set_status(
         return Ok(None);
     };
     let mut state = decode(&raw)?;
-    let now = now_ms();
-    state.status = status;
-    if status == JobStatus::InProgress {
-        state.attempts += 1;
-        state.started_at_ms.get_or_insert(now);
-    }
-    state.updated_at_ms = now;
+    state.advance(status);
     let raw = serde_json::to_vec(&state).map_err(storage)?;
     jobs.insert(id, raw.as_slice()).map_err(storage)?;
     Ok(Some(state))

@@ -165,6 +165,18 @@ impl JobState {
         }
     }
 
+    /// Moves the job to `status` now; a move to `in_progress` (a claim or a retry) also
+    /// counts an attempt. Every backend changes states through this one rule.
+    pub fn advance(&mut self, status: JobStatus) {
+        let now = now_ms();
+        self.status = status;
+        if status == JobStatus::InProgress {
+            self.attempts += 1;
+            self.started_at_ms.get_or_insert(now);
+        }
+        self.updated_at_ms = now;
+    }
+
     /// Whether the job is done (its result is written).
     pub fn finished(&self) -> bool {
         matches!(

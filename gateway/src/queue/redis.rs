@@ -432,7 +432,7 @@ impl RedisQueue {
                 writes.xdel(stream, &[&entry]).ignore();
                 continue;
             };
-            advance(&mut state, JobStatus::InProgress);
+            state.advance(JobStatus::InProgress);
             writes
                 .cmd("HSET")
                 .arg(job_key(&state.id))
@@ -456,7 +456,7 @@ impl RedisQueue {
         let Some(mut state) = self.read_state(id).await? else {
             return Err(QueueError::UnknownJob(id.to_string()));
         };
-        advance(&mut state, JobStatus::InProgress);
+        state.advance(JobStatus::InProgress);
         redis::cmd("HSET")
             .arg(job_key(id))
             .arg("state")
@@ -498,7 +498,7 @@ impl RedisQueue {
             return Err(QueueError::UnknownJob(id.to_string()));
         };
         let mut state = decode(&raw)?;
-        advance(&mut state, status);
+        state.advance(status);
         // Another replica may have claimed it last: the hash knows its entry too.
         let entry = self.local().entries.get(id).cloned().or(stored_entry);
         let mut writes = redis::pipe();
@@ -685,18 +685,6 @@ impl JobQueue for RedisQueue {
         // Finished jobs and idempotency keys carry their own expiry.
         Box::pin(std::future::ready(Ok(0)))
     }
-}
-
-/// Sets a job's status, as the embedded queue does: a move to `in_progress` (a claim or a
-/// retry) also counts an attempt.
-fn advance(state: &mut JobState, status: JobStatus) {
-    let now = now_ms();
-    state.status = status;
-    if status == JobStatus::InProgress {
-        state.attempts += 1;
-        state.started_at_ms.get_or_insert(now);
-    }
-    state.updated_at_ms = now;
 }
 
 fn stream_key(endpoint: &str) -> String {
