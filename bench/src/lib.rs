@@ -19,7 +19,10 @@
 //!   - `echo`: `/echo` and `/_fake/requests`, for tests that check what reached a worker.
 //!   - `utility`: `/health`, `/sse`, `/slow`, `/status/{code}`, `/v1/models`.
 //!   - `ws`: the WebSocket endpoint `/ws`.
+//! - [`harness`]: what the benchmarks that run Portico (`scalebench`, `asyncbench`) share:
+//!   the run directory, signals and process clean-up, the HTTP client, percentiles and dates.
 
 pub mod fakeworker;
+pub mod harness;
 
 pub use fakeworker::{ACCESS_LOG_TARGET, FakeWorker, Options, RecordedRequest, serve};

@@ -61,11 +61,13 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
+use bench::harness::{
+    self, Program, RunDir, Sender, Stopped, connect, percentile, portico_command, utc_minute,
+};
 use bytes::Bytes;
 use clap::Parser;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -183,31 +185,17 @@ const GOAL_RATE: f64 = 5000.0;
 /// … with a p99 intake latency of at most this (ms).
 const GOAL_P99_MS: f64 = 10.0;
 
+const PROGRAM: Program = Program::new("asyncbench");
+
 fn log(message: impl std::fmt::Display) {
-    eprintln!("[asyncbench] {message}");
+    PROGRAM.log(message);
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tokio::select! {
-        done = run(&args) => done,
-        signal = shutdown_signal() => {
-            // Dropping `run` stops every process it started (see `Proc`'s `Drop`).
-            bail!("{}: stopped before the end; nothing written", signal?)
-        }
-    }
-}
-
-/// Resolves with the name of the first SIGTERM or SIGINT.
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
-    }
+    // On a signal, dropping `run` stops every process it started (see `Proc`'s `Drop`).
+    harness::until_signal(run(&args)).await
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
@@ -217,7 +205,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     if !(args.paced_rate.is_finite() && args.paced_rate > 0.0) {
         bail!("--paced-rate must be a positive number");
     }
-    let run_dir = RunDir::new(args.run_dir.clone(), args.keep)?;
+    let run_dir = RunDir::new(&PROGRAM, args.run_dir.clone(), args.keep)?;
     let bench = Bench {
         args,
         portico: std::fs::canonicalize(&args.portico)
@@ -229,7 +217,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             redis_version(&args.redis_server)
         },
-        dir: std::fs::canonicalize(&run_dir.path)?,
+        dir: std::fs::canonicalize(run_dir.path())?,
     };
     log(format!("run directory: {}", bench.dir.display()));
     if bench.redis.is_none() && !args.no_redis {
@@ -300,40 +288,6 @@ fn rotate<T: Clone>(list: Vec<T>, by: usize) -> Vec<T> {
         list.rotate_left(by);
     }
     list
-}
-
-// ------------------------------------------------------------------------------ run dir
-
-/// Where configs, queues, results and logs go; removed on drop when this program made it
-/// (unless `--keep`).
-struct RunDir {
-    path: PathBuf,
-    remove: bool,
-}
-
-impl RunDir {
-    fn new(given: Option<PathBuf>, keep: bool) -> anyhow::Result<RunDir> {
-        let (path, remove) = match given {
-            Some(path) => (path, false),
-            None => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                let name = format!("portico-asyncbench.{}.{stamp}", std::process::id());
-                (std::env::temp_dir().join(name), !keep)
-            }
-        };
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(RunDir { path, remove })
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if self.remove {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------ variants
@@ -832,7 +786,7 @@ impl Proc {
         if let Ok(Some(status)) = self.child.try_wait() {
             return format!("had exited ({status})");
         }
-        signal(self.pid, "TERM");
+        PROGRAM.signal(self.pid, "TERM");
         match timeout(Duration::from_secs(GRACE_SECONDS + 5), self.child.wait()).await {
             Ok(Ok(status)) => format!("exited after SIGTERM ({status})"),
             _ => {
@@ -845,28 +799,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.stopped || !matches!(self.child.try_wait(), Ok(None)) {
+        if self.stopped {
             return;
         }
-        log(format!("stopping {} (pid {})", self.name, self.pid));
-        signal(self.pid, "TERM");
-        let deadline = std::time::Instant::now() + Duration::from_secs(GRACE_SECONDS + 3);
-        while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.start_kill();
-    }
-}
-
-/// Sends `SIG<name>` to `pid` with kill(1) (no `unsafe`, no extra crate).
-fn signal(pid: u32, name: &str) {
-    let sent = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-    if !sent.is_ok_and(|s| s.success()) {
-        log(format!("kill -{name} {pid} failed"));
+        let limit = Duration::from_secs(GRACE_SECONDS + 3);
+        PROGRAM.stop_blocking(self.name, &mut self.child, self.pid, limit);
     }
 }
 
@@ -1072,13 +1009,6 @@ struct Portico {
     log: PathBuf,
 }
 
-/// How a Portico ended.
-#[derive(Debug, Default)]
-struct Stopped {
-    /// Worker pids still running after Portico exited (killed then).
-    survivors: Vec<u32>,
-}
-
 impl Portico {
     async fn start(bin: &Path, setup: &Setup) -> anyhow::Result<Portico> {
         let config = setup.dir.join("portico.toml");
@@ -1086,14 +1016,7 @@ impl Portico {
             .with_context(|| format!("writing {}", config.display()))?;
         let out = setup.dir.join("portico.out");
         let log = setup.dir.join("portico.log");
-        let mut command = Command::new(bin);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .env("PORTICO_LOG", "info")
-            .current_dir(&setup.dir);
+        let mut command = portico_command(bin, &config, "info", &setup.dir);
         let mut proc = Proc::spawn("portico", &mut command, &out, &log)?;
         // The admin line comes last.
         let lines = proc
@@ -1143,47 +1066,12 @@ impl Portico {
     /// Stops it; then no worker it started may remain.
     async fn stop(self) -> Stopped {
         let log = self.log.clone();
-        self.proc.stop().await;
-        Stopped {
-            survivors: reap_workers(&log),
-        }
+        let exit = self.proc.stop().await;
+        Stopped::new(exit, PROGRAM.reap_workers(&log))
     }
-}
-
-/// The worker pids Portico logged (`pid` fields of its JSON log) that are still a
-/// fakeworker process, killed.
-fn reap_workers(log: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut survivors = Vec::new();
-    for pid in text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter_map(|v| v.get("pid")?.as_u64())
-        .filter_map(|pid| u32::try_from(pid).ok())
-    {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("fakeworker") && !survivors.contains(&pid) {
-            signal(pid, "KILL");
-            survivors.push(pid);
-        }
-    }
-    survivors
 }
 
 // ------------------------------------------------------------------------------ HTTP client
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-/// A keep-alive HTTP/1.1 connection (Nagle off, like Portico's own).
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
 
 fn post(addr: SocketAddr, path: &str, body: &Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
     Ok(Request::post(path)
@@ -2028,15 +1916,6 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
 /// Median, min and max of per-repetition values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Spread {
@@ -2071,30 +1950,6 @@ fn spread(s: Option<Spread>, digits: usize) -> String {
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-/// `2026-11-23 08:27 UTC`.
-fn utc_minute(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let days = secs.div_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
 }
 
 // ------------------------------------------------------------------------------ report
@@ -3088,13 +2943,9 @@ impl Report<'_> {
 mod tests {
     use super::*;
 
-    /// Nearest-rank percentiles, and the spread of per-repetition values.
+    /// The spread of per-repetition values: median, min and max of those there are.
     #[test]
-    fn percentiles_and_spreads() {
-        let sorted = [1.0, 2.0, 3.0, 10.0];
-        assert_eq!(percentile(&sorted, 50.0), Some(2.0));
-        assert_eq!(percentile(&sorted, 99.0), Some(10.0));
-        assert_eq!(percentile(&[], 50.0), None);
+    fn spreads() {
         let s = Spread::of([Some(3.0), None, Some(1.0), Some(2.0)]);
         assert_eq!(
             s,

@@ -39,7 +39,7 @@
 //!
 //! A JSON summary goes to stdout, progress to stderr.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,17 +47,19 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
+use bench::harness::{
+    self, Program, RunDir, Stopped, connect, days_from_civil, percentile, portico_command,
+    utc_minute,
+};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, sleep, timeout};
 
@@ -129,31 +131,17 @@ const PLOT_MARGIN: Duration = Duration::from_secs(3);
 const BURST_TOKENS: u32 = 20;
 const BURST_TOKENS_PER_SECOND: u32 = 10;
 
+const PROGRAM: Program = Program::new("scalebench");
+
 fn log(message: impl std::fmt::Display) {
-    eprintln!("[scalebench] {message}");
+    PROGRAM.log(message);
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tokio::select! {
-        done = run(&args) => done,
-        signal = shutdown_signal() => {
-            // Dropping `run` stops the Portico it was using (see `Portico`'s `Drop`).
-            bail!("{}: stopped before the end; nothing written", signal?)
-        }
-    }
-}
-
-/// Resolves with the name of the first SIGTERM or SIGINT.
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
-    }
+    // On a signal, dropping `run` stops the Portico it was using (see `Portico`'s `Drop`).
+    harness::until_signal(run(&args)).await
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
@@ -165,13 +153,13 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // Portico runs in the run directory (its config's relative paths resolve there anyway).
     let portico = std::fs::canonicalize(&args.portico)
         .with_context(|| format!("finding {}", args.portico.display()))?;
-    let run_dir = RunDir::new(args.run_dir.clone(), args.keep)?;
-    log(format!("run directory: {}", run_dir.path.display()));
+    let run_dir = RunDir::new(&PROGRAM, args.run_dir.clone(), args.keep)?;
+    log(format!("run directory: {}", run_dir.path().display()));
     let started = SystemTime::now();
     let cpu_before = CpuTimes::read();
 
-    let cold = cold_starts(args, &portico, &fakeworker, &run_dir.path).await?;
-    let bursts = bursts(args, &portico, &fakeworker, &run_dir.path).await?;
+    let cold = cold_starts(args, &portico, &fakeworker, run_dir.path()).await?;
+    let bursts = bursts(args, &portico, &fakeworker, run_dir.path()).await?;
 
     let cpu = CpuTimes::read()
         .zip(cpu_before)
@@ -205,39 +193,6 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     ));
     println!("{}", report.summary());
     Ok(())
-}
-
-// ------------------------------------------------------------------------------ run dir
-
-/// Where configs and logs go; removed on drop when this program made it (unless `--keep`).
-struct RunDir {
-    path: PathBuf,
-    remove: bool,
-}
-
-impl RunDir {
-    fn new(given: Option<PathBuf>, keep: bool) -> anyhow::Result<RunDir> {
-        let (path, remove) = match given {
-            Some(path) => (path, false),
-            None => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                let name = format!("portico-scalebench.{}.{stamp}", std::process::id());
-                (std::env::temp_dir().join(name), !keep)
-            }
-        };
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(RunDir { path, remove })
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if self.remove {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------ portico
@@ -326,17 +281,6 @@ struct Portico {
     stopped: bool,
 }
 
-/// How a Portico ended.
-#[derive(Debug, Default, Clone)]
-struct Stopped {
-    /// Its exit status, or how it had to be killed.
-    exit: String,
-    /// Worker pids still running after Portico exited (killed then).
-    survivors: Vec<u32>,
-    /// Worker processes Portico started, by the pids it logged.
-    workers_started: usize,
-}
-
 impl Portico {
     async fn start(bin: &Path, dir: &Path, setup: &Setup) -> anyhow::Result<Portico> {
         let config = dir.join(format!("{}.toml", setup.name));
@@ -345,13 +289,7 @@ impl Portico {
         let log = dir.join(format!("{}.log", setup.name));
         let stderr =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .env("PORTICO_LOG", setup.log_filter)
-            .current_dir(dir)
+        let mut child = portico_command(bin, &config, setup.log_filter, dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -458,7 +396,7 @@ impl Portico {
         let exit = if self.child.try_wait()?.is_some() {
             "had exited already".to_owned()
         } else {
-            signal(self.pid, "TERM");
+            PROGRAM.signal(self.pid, "TERM");
             match timeout(Duration::from_secs(GRACE_SECONDS + 10), self.child.wait()).await {
                 Ok(status) => format!("exited after SIGTERM ({})", status?),
                 Err(_) => {
@@ -467,12 +405,7 @@ impl Portico {
                 }
             }
         };
-        let (workers_started, survivors) = reap_workers(&self.log);
-        Ok(Stopped {
-            exit,
-            survivors,
-            workers_started,
-        })
+        Ok(Stopped::new(exit, PROGRAM.reap_workers(&self.log)))
     }
 }
 
@@ -481,54 +414,13 @@ impl Drop for Portico {
         if self.stopped {
             return;
         }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            log(format!("stopping portico (pid {})", self.pid));
-            signal(self.pid, "TERM");
-            let deadline = std::time::Instant::now() + Duration::from_secs(GRACE_SECONDS + 5);
-            while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None))
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.start_kill();
-        }
-        let (_, survivors) = reap_workers(&self.log);
+        let limit = Duration::from_secs(GRACE_SECONDS + 5);
+        PROGRAM.stop_blocking("portico", &mut self.child, self.pid, limit);
+        let survivors = PROGRAM.reap_workers(&self.log).survivors;
         if !survivors.is_empty() {
             log(format!("killed surviving workers: {survivors:?}"));
         }
     }
-}
-
-/// Sends `SIG<name>` to `pid` with kill(1) (no `unsafe`, no extra crate).
-fn signal(pid: u32, name: &str) {
-    let sent = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-    if !sent.is_ok_and(|s| s.success()) {
-        log(format!("kill -{name} {pid} failed"));
-    }
-}
-
-/// The worker pids Portico logged (`pid` fields of its JSON log); each one that is still a
-/// fakeworker process is killed and returned. Also returns how many workers were started.
-fn reap_workers(log: &Path) -> (usize, Vec<u32>) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let pids: BTreeSet<u32> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter_map(|v| v.get("pid")?.as_u64())
-        .filter_map(|pid| u32::try_from(pid).ok())
-        .collect();
-    let mut survivors = Vec::new();
-    for &pid in &pids {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("fakeworker") {
-            signal(pid, "KILL");
-            survivors.push(pid);
-        }
-    }
-    (pids.len(), survivors)
 }
 
 // ------------------------------------------------------------------------------ admin API
@@ -592,18 +484,6 @@ impl Event {
 }
 
 // ------------------------------------------------------------------------------ HTTP client
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
 
 /// `GET path` on `addr`, expecting 200 and JSON; gives up after 5 s.
 async fn get_json<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> anyhow::Result<T> {
@@ -1224,30 +1104,6 @@ fn diff_ms(from_us: Option<i64>, to_us: Option<i64>) -> Option<f64> {
     Some((to_us? - from_us?) as f64 / 1000.0)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// µs since the epoch of a UTC RFC 3339 time, `2026-11-23T08:27:16.123Z` (any number of
 /// fraction digits, `Z` or `+00:00`); `None` for anything else.
 fn rfc3339_us(text: &str) -> Option<i64> {
@@ -1269,29 +1125,6 @@ fn rfc3339_us(text: &str) -> Option<i64> {
     let micros = format!("{fraction:0<6}")[..6].parse::<i64>().ok()?;
     let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
     Some(secs * 1_000_000 + micros)
-}
-
-/// `2026-11-23 08:27 UTC`.
-fn utc_minute(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 /// p50, p99, max and count of some measure.
@@ -1969,7 +1802,6 @@ mod tests {
         assert_eq!(rfc3339_us("2026-11-23 16:12:36Z"), None);
         assert_eq!(rfc3339_us("2026-11-23T16:12:36.5x8Z"), None);
         assert_eq!(rfc3339_us("INFO"), None);
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
     }
 
     /// The worker times of a cold start come from the first 200 and the request after it.
