@@ -2667,32 +2667,21 @@ impl Report<'_> {
         let walk = self
             .median_cpu(Phase::Alone, main)
             .is_some_and(|c| Self::thread_pct(&c, "portico-async") >= DEPTH_WALK_PCT);
-        // How long a job holds its slot when nothing else runs: from its 202 to `completed`.
-        let e2e = self.e2e(main);
-        let slot_ms = Spread::of(e2e.iter().map(|e| {
-            Some(E2eFigures::pct(&e.completed_ms, 50.0)? - E2eFigures::pct(&e.intake_ms, 50.0)?)
-        }))
-        .map(|s| s.median);
         let slots = self.bench.args.concurrency_per_worker;
         let _ = writeln!(
             md,
             "- **Draining.** With intake at {:.0}/s the embedded queue's dispatcher wrote \
              {:.0} results/s, so the queue grew by about {:.0} jobs a second; once intake \
-             stopped it wrote {} results/s. The worker is not the limit (it answers in about \
-             0.15 ms): the {slots} slots are. A job holds its slot for the claim's fsync'd \
-             commit, the forward, its result file (created and renamed on a blocking thread) \
-             and the finish's fsync'd commit{}; and the dispatcher refills slots one turn at a \
-             time, each turn awaiting its claim's commit{}, which during intake queues behind \
-             intake's commits. {}",
+             stopped it wrote {} results/s. Neither the worker (it answers in about 0.15 ms) \
+             nor its {slots} slots are the limit: a job holds a slot only while the worker has \
+             it. What bounds draining is the durable work per job after that: the claim's and \
+             the finish's fsync'd commits (grouped by the queue's writer with intake's) and \
+             the result file's own fsync with its directory, with at most 256 jobs per \
+             endpoint in that phase{}. {}",
             intake.median,
             meanwhile.median,
             (intake.median - meanwhile.median).max(0.0),
             spread(after, 0),
-            slot_ms.map_or(String::new(), |ms| format!(
-                ": {ms:.2} ms unloaded (section 4), so at most about {:.0} jobs/s even if \
-                 slots were refilled at once",
-                f64::from(slots) * 1000.0 / ms
-            )),
             if walk {
                 " after reading the depth by walking the whole queue (above)"
             } else {
