@@ -862,6 +862,9 @@ people would otherwise put there, nginx, side by side on the same machine in the
 and against the origin reached directly. `scripts/bench.sh` produces this whole file: the
 text up to "Setup" is fixed in the script, everything after it comes from the last run of
 each scenario (`scripts/bench.sh http` re-runs only scenario 1 and keeps the other sections).
+Scenarios that bring their own processes write their own reports: the autoscaler in
+[benchmarks-scaling.md](benchmarks-scaling.md) (`scale`), async intake, draining and
+end-to-end cost per job in [benchmarks-async.md](benchmarks-async.md) (`async`).
 
 ## Method
 
