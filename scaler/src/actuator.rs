@@ -10,6 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
+use crate::logs::LogLine;
+
 /// Where a replica is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReplicaState {
@@ -155,4 +157,17 @@ pub trait Actuator: Send + Sync + 'static {
     /// Stops every replica (gracefully, then by force) and resolves when all are gone. No
     /// replica starts afterwards.
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// The last `lines` output lines of `replica` (every replica, interleaved by time, when
+    /// `None`), read at or after `since`, oldest first. Empty for workers Portico does not
+    /// start.
+    fn logs(&self, replica: Option<u32>, lines: usize, since: Option<SystemTime>) -> Vec<LogLine> {
+        let _ = (replica, lines, since);
+        Vec::new()
+    }
+
+    /// Every output line from now on; `None` for workers Portico does not start.
+    fn follow(&self) -> Option<tokio::sync::broadcast::Receiver<LogLine>> {
+        None
+    }
 }

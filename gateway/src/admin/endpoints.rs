@@ -29,6 +29,7 @@ pub fn routes() -> Router<Admin> {
         .route("/admin/endpoints/{id}/stop", post(stop))
         .route("/admin/endpoints/{id}/start", post(start))
         .route("/admin/endpoints/{id}/events", get(events))
+        .route("/admin/endpoints/{id}/logs", get(super::logs::logs))
 }
 
 async fn list(State(admin): State<Admin>) -> Response {
@@ -155,7 +156,7 @@ async fn order(endpoint: &Endpoint, order: Order) -> Response {
     }
 }
 
-fn find(admin: &Admin, id: &str) -> Result<Arc<Endpoint>, NoEndpoint> {
+pub(super) fn find(admin: &Admin, id: &str) -> Result<Arc<Endpoint>, NoEndpoint> {
     let routes = admin.shared.routes.load();
     routes
         .endpoints()
@@ -166,7 +167,7 @@ fn find(admin: &Admin, id: &str) -> Result<Arc<Endpoint>, NoEndpoint> {
 }
 
 /// An admin path names an endpoint that does not exist.
-struct NoEndpoint(String);
+pub(super) struct NoEndpoint(String);
 
 impl IntoResponse for NoEndpoint {
     fn into_response(self) -> Response {

@@ -22,6 +22,7 @@ use crate::pipeline::Shared;
 use crate::stage::auth;
 
 mod endpoints;
+mod logs;
 
 #[derive(Clone)]
 struct Admin {

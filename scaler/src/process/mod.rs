@@ -144,6 +144,14 @@ impl ProcessActuator {
 }
 
 impl Actuator for ProcessActuator {
+    fn logs(&self, replica: Option<u32>, lines: usize, since: Option<SystemTime>) -> Vec<LogLine> {
+        ProcessActuator::logs(self, replica, lines, since)
+    }
+
+    fn follow(&self) -> Option<broadcast::Receiver<LogLine>> {
+        Some(ProcessActuator::follow(self))
+    }
+
     fn set_desired(&self, replicas: u32) {
         // Fails only once the supervisor has ended, when nothing is to start any more.
         let _ = self.commands.send(Command::SetDesired(replicas));
