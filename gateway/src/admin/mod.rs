@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, Prometheus `/metrics`, and the admin API
-//! (`/admin/endpoints…`, in `endpoints`).
+//! (`/admin/endpoints…`, in `endpoints`; worker logs in `logs`).
 //!
 //! With `server.admin_token_sha256` set, every route but `/healthz` needs
 //! `Authorization: Bearer <admin token>` (`/metrics` too, unless `server.metrics_public`);
