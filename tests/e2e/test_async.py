@@ -640,6 +640,15 @@ def test_intake_refuses_what_it_cannot_queue(gateway):
     request_id = submit(api, gateway.store, chat())
     assert_error(api.request("GET", STATUS + request_id, token=None), 401)
     assert_error(api.request("GET", STATUS + str(uuid.uuid4())), 404)
+    wrong_method = api.request("POST", STATUS + request_id, chat())
+    assert_error(wrong_method, 405)
+    assert wrong_method.headers["Allow"] == "GET, OPTIONS", wrong_method
+    long_key = api.request("POST", PREFIX + ROUTE, chat(), {"Idempotency-Key": "k" * 3000})
+    assert_error(long_key, 400)
+    assert long_key.json()["error"]["code"] == "invalid_header", long_key
+    not_a_string = api.request("POST", PREFIX + ROUTE, chat(webhook_url=7))
+    assert_error(not_a_string, 400)
+    assert not_a_string.json()["error"]["code"] == "invalid_webhook_url", not_a_string
     fenced = "/project/p1/endpoint/fenced"
     assert_error(api.request("POST", fenced + ROUTE, chat()), 403)
     assert_error(api.request("GET", fenced + "/v1/async/status/" + request_id), 403)
@@ -665,3 +674,37 @@ def test_job_wakes_an_endpoint_at_zero_and_it_returns_to_zero(portico_on_file, t
         check_completed(store, request_id, done[request_id], index)
     wait_for("scale to zero", lambda: (w := get_json(endpoint)["workers"])["ready"] == 0
              and not w["replicas"], 30)
+
+
+def admin_post(admin, path):
+    request = urllib.request.Request(admin + path, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_backlog_scales_up_and_a_stopped_endpoint_refuses_jobs(portico_on_file, tmp_path):
+    """Waiting jobs are demand: a backlog on one slow worker brings the second one, the
+    admin API shows the jobs, and a stopped endpoint answers 503 to new jobs while their
+    status stays readable."""
+    store = FileStore(tmp_path)
+    text = config(store, process_workers("--ttft-ms", "300"),
+                  scaling={"min_workers": 1, "max_workers": 2, "target": 2,
+                           "idle_timeout_seconds": 60, "initial_cooldown_seconds": 60},
+                  asynchronous={"concurrency_per_worker": 1})
+    _, api, admin = start(portico_on_file, tmp_path, text)
+    endpoint = admin + "/admin/endpoints/chat"
+    wait_for("one ready worker", lambda: get_json(endpoint)["workers"]["ready"] == 1, 30)
+    ids = [submit(api, store, chat(i)) for i in range(20)]
+    assert get_json(endpoint)["async_jobs"] > 0
+    # One slot and a 300 ms answer: 19 waiting jobs ask for ceil(20 / 2) > 1 workers.
+    wait_for("a second worker", lambda: get_json(endpoint)["workers"]["ready"] == 2, 30)
+    wait_terminal(lambda: api, ids, 60)
+    wait_for("no async jobs", lambda: get_json(endpoint)["async_jobs"] == 0, 10)
+
+    admin_post(admin, "/admin/endpoints/chat/stop")
+    refused = api.request("POST", PREFIX + ROUTE, chat())
+    assert_error(refused, 503)
+    assert refused.json()["error"]["code"] == "endpoint_stopped", refused
+    assert api.status(ids[0])["status"] == "completed"
+    admin_post(admin, "/admin/endpoints/chat/start")
+    submit(api, store, chat())
