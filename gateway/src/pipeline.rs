@@ -153,6 +153,13 @@ async fn proxy(
     record.caller = auth::check(&endpoint, &access, request.headers_mut())?;
     drop(access);
 
+    // The declared length is checked before any worker is touched (or any job stored); a
+    // chunked body is counted as it streams.
+    let limit = endpoint.config.max_body_bytes;
+    if declared_length(request.headers()).is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+
     // 4. async routes come before admit: an accepted job is queued even when no worker
     //    runs.
     if let Some(call) = call {
@@ -160,12 +167,6 @@ async fn proxy(
         return Ok((response, None));
     }
 
-    // The declared length is checked before any worker is touched; a chunked body is
-    // counted as it streams.
-    let limit = endpoint.config.max_body_bytes;
-    if declared_length(request.headers()).is_some_and(|n| n > limit) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
     let host = request.headers().get(header::HOST).cloned().or_else(|| {
         let authority = request.uri().authority()?;
         HeaderValue::from_str(authority.as_str()).ok()

@@ -167,14 +167,8 @@ async fn accept(
     record: &Record,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limit = endpoint.config.max_body_bytes;
+    // The pipeline refused a declared length over the limit already; this counts the rest.
     let (head, body) = request.into_parts();
-    let declared = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
     let body = RequestBody::new(body, Rc::clone(&record.stats), limit);
     let (body, _) = body.buffer().await.map_err(|err| match err {
         BodyError::TooLarge => ProxyError::BodyTooLarge { limit },
