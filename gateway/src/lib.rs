@@ -57,6 +57,7 @@ pub mod runtime;
 pub mod server;
 pub mod signal;
 pub mod stage;
+pub mod store;
 pub mod tls;
 pub mod token;
 pub mod upstream;

@@ -18,6 +18,9 @@ use crate::tls::{self, CertStore};
 /// Why a reload applied nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The daemon was not started from a file, so there is nothing to re-read.
+    #[error("the daemon was started without a configuration file")]
+    NoFile,
     /// The file is unreadable or invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -40,6 +43,18 @@ pub struct ReloadReport {
     pub certificates: usize,
     /// Changes in the file that need a restart to take effect.
     pub needs_restart: Vec<String>,
+}
+
+impl ReloadReport {
+    /// The report as the admin API returns it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "reloaded": true,
+            "endpoints": self.endpoints,
+            "certificates": self.certificates,
+            "needs_restart": self.needs_restart,
+        })
+    }
 }
 
 /// Applies new configs to a running daemon.
@@ -69,10 +84,24 @@ impl Reloader {
         }
     }
 
+    /// The file reloads read, if the daemon was started from one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The config file in force, as written.
+    pub fn running_source(&self) -> toml::Table {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .source
+            .clone()
+    }
+
     /// Re-reads the daemon's config file and applies it.
     pub fn reload_file(&self) -> Result<ReloadReport, ReloadError> {
         let Some(path) = &self.path else {
-            return Ok(ReloadReport::default());
+            return Err(ReloadError::NoFile);
         };
         let config = Config::load(path)?;
         self.apply(config)

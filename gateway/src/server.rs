@@ -16,6 +16,7 @@ use crate::listen::Listeners;
 use crate::pipeline::Shared;
 use crate::reload::Reloader;
 use crate::routes::Routes;
+use crate::store::Store;
 use crate::{accesslog, admin, control, health, jobs, metrics, tls};
 
 /// Why the daemon could not run.
@@ -35,6 +36,9 @@ pub enum RunError {
     /// The async queue or the result store could not start.
     #[error("{0}")]
     Jobs(#[from] jobs::StartError),
+    /// The embedded state store could not open.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     /// A thread or the admin listener failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -94,6 +98,10 @@ pub async fn run(
         stop: stop_rx.clone(),
         grace: config.server.grace_period,
     });
+    let store = Store::open(&config.server.state_dir)?;
+    for endpoint in shared.routes.load().endpoints() {
+        store.attach(endpoint);
+    }
     health::spawn_probers(&shared.routes.load(), &stop_rx);
     // Controllers outlive the data plane's drain: requests finishing on a worker need it
     // running, so workers are stopped only after the last connection closed.
@@ -119,10 +127,17 @@ pub async fn run(
         &config.server,
         stop_rx.clone(),
     )?;
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&shared),
+        certificates,
+        config.clone(),
+        reload.as_ref().map(|reload| reload.path.as_path()),
+    ));
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         Arc::clone(&shared),
         prometheus,
+        Arc::clone(&reloader),
         stop_rx,
     ));
     if config.server.admin_token_sha256.is_none() && !config.server.admin_listen.ip().is_loopback()
@@ -133,15 +148,7 @@ pub async fn run(
         );
     }
     tracing::info!(summary = %config.summary(), threads, "portico started");
-    let reloads = reload.map(|reload| {
-        let reloader = Reloader::new(
-            Arc::clone(&shared),
-            certificates,
-            config,
-            Some(&reload.path),
-        );
-        tokio::spawn(reload_on_hangup(Arc::new(reloader), reload.hangups))
-    });
+    let reloads = reload.map(|reload| tokio::spawn(reload_on_hangup(reloader, reload.hangups)));
 
     shutdown.await;
     if let Some(reloads) = reloads {

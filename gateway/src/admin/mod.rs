@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, Prometheus `/metrics`, and the admin API
-//! (`/admin/endpoints…`, in `endpoints`; worker logs in `logs`).
+//! The admin listener: `/healthz`, Prometheus `/metrics`, and the admin API:
+//! `/admin/endpoints…` in `endpoints` (worker logs in `logs`), `/admin/reload` and
+//! `/admin/config` in `config`.
 //!
 //! With `server.admin_token_sha256` set, every route but `/healthz` needs
 //! `Authorization: Bearer <admin token>` (`/metrics` too, unless `server.metrics_public`);
@@ -19,8 +20,10 @@ use tokio::sync::watch;
 use crate::error::{AuthFailure, ProxyError, error_answer};
 use crate::metrics::refresh_gauges;
 use crate::pipeline::Shared;
+use crate::reload::Reloader;
 use crate::stage::auth;
 
+mod config;
 mod endpoints;
 mod logs;
 
@@ -28,6 +31,7 @@ mod logs;
 struct Admin {
     shared: Arc<Shared>,
     metrics: PrometheusHandle,
+    reloader: Arc<Reloader>,
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -35,6 +39,7 @@ pub async fn serve(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     metrics: PrometheusHandle,
+    reloader: Arc<Reloader>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -45,12 +50,17 @@ pub async fn serve(
         )
         .route("/metrics", get(render_metrics))
         .merge(endpoints::routes())
+        .merge(config::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_admin_token,
         ))
-        .with_state(Admin { shared, metrics });
+        .with_state(Admin {
+            shared,
+            metrics,
+            reloader,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -47,6 +47,9 @@ pub struct Config {
     /// What was accepted but probably not meant (a CIDR block with host bits set), each
     /// named by its key path; `portico validate` and start-up report them.
     pub warnings: Vec<Problem>,
+    /// The file as written (empty when the config did not come from TOML text), for
+    /// `GET /admin/config`, which shows it with secrets redacted.
+    pub source: toml::Table,
 }
 
 impl Config {
@@ -64,8 +67,12 @@ impl Config {
     /// Parses and validates TOML `text`; relative paths in it resolve against `base_dir`.
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let parsed = parse::parse(text).map_err(|problem| ConfigError::Invalid(vec![problem]))?;
-        validate::validate(&parsed.file, &parsed.origin, base_dir, parsed.problems)
-            .map_err(ConfigError::Invalid)
+        let mut config =
+            validate::validate(&parsed.file, &parsed.origin, base_dir, parsed.problems)
+                .map_err(ConfigError::Invalid)?;
+        // It parsed as a config, so it parses as a table.
+        config.source = text.parse().unwrap_or_default();
+        Ok(config)
     }
 
     /// One line for logs and `portico validate`, e.g.

@@ -99,6 +99,25 @@ pub(crate) fn validate(
     }
 }
 
+/// Checks scaling settings outside a file (the admin API's `PATCH …/scaling`) exactly as
+/// `[endpoint.scaling]` is checked; each problem is named by its key under `path`.
+pub(crate) fn scaling_settings(
+    path: &str,
+    file: &FileScaling,
+) -> Result<ScalingSettings, Vec<Problem>> {
+    let origin = Origin::default();
+    let mut check = Check {
+        origin: &origin,
+        base_dir: Path::new("."),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    match check.scaling(path, file) {
+        Some(settings) if check.problems.is_empty() => Ok(settings),
+        _ => Err(check.problems),
+    }
+}
+
 struct Check<'a> {
     origin: &'a Origin,
     base_dir: &'a Path,
@@ -142,6 +161,7 @@ impl Check<'_> {
             security_groups: security_groups.into_iter().collect::<Option<_>>()?,
             endpoints: endpoints.into_iter().collect::<Option<_>>()?,
             warnings: Vec::new(),
+            source: toml::Table::new(),
         })
     }
 

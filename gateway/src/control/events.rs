@@ -26,6 +26,14 @@ pub enum EventKind {
     Pinned,
     /// Handed back to the autoscaler.
     Autoscaled,
+    /// Scaling settings changed (admin `PATCH …/scaling` or a reload).
+    Updated,
+    /// A rolling restart began: each replica is replaced by a fresh one.
+    Restarting,
+    /// A rolling restart finished.
+    Restarted,
+    /// The configuration file was reloaded.
+    ConfigReloaded,
     /// The desired worker count went up.
     ScaledUp,
     /// The desired worker count went down.
@@ -42,6 +50,8 @@ pub enum EventKind {
     ReplicaStopped,
     /// A replica exited unexpectedly or failed to start; it is restarted.
     ReplicaCrashed,
+    /// A replica was replaced during a rolling restart.
+    ReplicaRestarted,
 }
 
 /// One event.
