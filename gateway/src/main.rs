@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use gateway::cli::{Cli, Command, TokenCommand};
+use gateway::cli::{Cli, Command, Operation, TokenCommand};
 use gateway::config::Config;
 
 fn main() -> ExitCode {
@@ -26,6 +26,11 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::New { project, name }) => {
             gateway::cli::token_new(&project, &name)
         }
+        Command::Endpoint(args) => {
+            gateway::cli::operate(&args.admin, Operation::Endpoint(&args.command))
+        }
+        Command::Reload(admin) => gateway::cli::operate(&admin, Operation::Reload),
+        Command::Config(admin) => gateway::cli::operate(&admin, Operation::Config),
     }
 }
 
