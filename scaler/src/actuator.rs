@@ -102,6 +102,14 @@ pub enum ReplicaEvent {
         /// Replica number.
         replica: u32,
     },
+    /// A rolling restart replaced it: `by` is ready and takes its place, and it drains
+    /// (a `Draining` event follows).
+    Replaced {
+        /// The replica leaving.
+        replica: u32,
+        /// The fresh replica that took its place.
+        by: u32,
+    },
     /// Its run ended without being asked to (exit, signal, failed start, startup
     /// timeout); it restarts after `restart_in`.
     Crashed {
@@ -123,9 +131,28 @@ impl ReplicaEvent {
             | ReplicaEvent::Ready { replica, .. }
             | ReplicaEvent::Draining { replica }
             | ReplicaEvent::Stopped { replica }
+            | ReplicaEvent::Replaced { replica, .. }
             | ReplicaEvent::Crashed { replica, .. } => *replica,
         }
     }
+}
+
+/// How a rolling restart ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// Every replica that existed when it began was replaced (`replaced` of them; a replica
+    /// removed by a scale-down meanwhile is not replaced).
+    Done {
+        /// Replicas replaced.
+        replaced: u32,
+    },
+    /// The actuator shut down first.
+    Interrupted {
+        /// Replicas replaced before that.
+        replaced: u32,
+    },
+    /// The actuator cannot restart its workers (they run elsewhere).
+    Unsupported,
 }
 
 /// What an actuator needs from the gateway.
@@ -152,6 +179,13 @@ pub trait Actuator: Send + Sync + 'static {
     /// are computed and shown but not acted on).
     fn scales(&self) -> bool {
         true
+    }
+
+    /// Replaces every replica, one at a time and without losing capacity: starts a fresh
+    /// replica, waits until it is ready, then drains an old one ([`ReplicaEvent::Replaced`]),
+    /// and so on. Resolves when the last old replica is draining.
+    fn restart(&self) -> Pin<Box<dyn Future<Output = RestartOutcome> + Send + '_>> {
+        Box::pin(async { RestartOutcome::Unsupported })
     }
 
     /// Stops every replica (gracefully, then by force) and resolves when all are gone. No

@@ -26,7 +26,7 @@ mod process;
 mod settings;
 mod window;
 
-pub use actuator::{Actuator, Hooks, Replica, ReplicaEvent, ReplicaState};
+pub use actuator::{Actuator, Hooks, Replica, ReplicaEvent, ReplicaState, RestartOutcome};
 pub use decision::{Decision, Direction, Reason};
 pub use fixed::FixedActuator;
 pub use logs::{LogLine, LogStream};

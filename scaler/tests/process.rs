@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use scaler::{Actuator, LogStream, ReplicaEvent, ReplicaState};
+use scaler::{Actuator, LogStream, ReplicaEvent, ReplicaState, RestartOutcome};
 use support::*;
 
 fn is_ready(e: &ReplicaEvent) -> bool {
@@ -331,6 +331,92 @@ async fn scale_up_then_down_drains_first() {
 
     within("shutdown", actuator.shutdown()).await;
     assert_ordered(&hooks.events());
+}
+
+/// A rolling restart replaces each replica by a fresh one, one at a time: the fresh one is
+/// ready before the old one drains, so ready replicas never drop below the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_replaces_one_at_a_time() {
+    let (actuator, hooks) = start(spec(worker(0.2)));
+    actuator.set_desired(2);
+    hooks.wait_count("two ready", 2, is_ready).await;
+    let old_pids = [pid_of(&hooks.events(), 0), pid_of(&hooks.events(), 1)];
+    let before = hooks.events().len();
+
+    let outcome = within("restart", actuator.restart()).await;
+    assert_eq!(outcome, RestartOutcome::Done { replaced: 2 });
+    hooks.wait_count("two stopped", 2, is_stopped).await;
+    for pid in old_pids {
+        gone(pid).await;
+    }
+    let events = hooks.events()[before..].to_vec();
+    // Each replacement: a fresh replica is ready, then an old one is replaced and drains.
+    let mut ready = 0;
+    let mut replaced = Vec::new();
+    for event in &events {
+        match event {
+            ReplicaEvent::Ready { .. } => ready += 1,
+            ReplicaEvent::Replaced { replica, by } => {
+                assert!(
+                    ready > replaced.len(),
+                    "replaced before its successor was ready: {events:#?}"
+                );
+                replaced.push((*replica, *by));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(replaced.len(), 2, "{events:#?}");
+    assert_eq!(
+        replaced
+            .iter()
+            .map(|(old, _)| *old)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([0, 1])
+    );
+    eventually("two replicas left", || actuator.replicas().len() == 2).await;
+    assert!(
+        actuator
+            .replicas()
+            .iter()
+            .all(|r| r.state == ReplicaState::Ready)
+    );
+    let pids: BTreeSet<u32> = actuator.replicas().iter().filter_map(|r| r.pid).collect();
+    assert!(
+        pids.iter().all(|pid| !old_pids.contains(pid)),
+        "{pids:?} {old_pids:?}"
+    );
+
+    // Nothing to replace: done at once.
+    actuator.set_desired(0);
+    hooks.wait_count("four stopped", 4, is_stopped).await;
+    eventually("none left", || actuator.replicas().is_empty()).await;
+    assert_eq!(
+        within("restart of nothing", actuator.restart()).await,
+        RestartOutcome::Done { replaced: 0 }
+    );
+    within("shutdown", actuator.shutdown()).await;
+    assert_ordered(&hooks.events());
+}
+
+/// A shutdown during a rolling restart interrupts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_interrupts_a_rolling_restart() {
+    let (actuator, hooks) = start(spec(worker(1.0)));
+    actuator.set_desired(1);
+    hooks.wait_count("ready", 1, is_ready).await;
+    // The fresh replica needs a second to get ready; the shutdown comes first.
+    let restart = actuator.restart();
+    let (outcome, ()) = tokio::join!(restart, async {
+        hooks
+            .wait_count("the fresh replica starts", 2, |e| {
+                matches!(e, ReplicaEvent::Starting { .. })
+            })
+            .await;
+        within("shutdown", actuator.shutdown()).await;
+    });
+    assert_eq!(outcome, RestartOutcome::Interrupted { replaced: 0 });
+    assert!(actuator.replicas().is_empty());
 }
 
 /// Raising the count while a replica drains lets the drain finish and starts a new one.

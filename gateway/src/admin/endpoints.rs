@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,6 +28,11 @@ pub fn routes() -> Router<Admin> {
         .route("/admin/endpoints/{id}/autoscale", post(autoscale))
         .route("/admin/endpoints/{id}/stop", post(stop))
         .route("/admin/endpoints/{id}/start", post(start))
+        .route("/admin/endpoints/{id}/restart", post(restart))
+        .route(
+            "/admin/endpoints/{id}/scaling",
+            patch(super::scaling::update),
+        )
         .route("/admin/endpoints/{id}/events", get(events))
         .route("/admin/endpoints/{id}/logs", get(super::logs::logs))
 }
@@ -114,6 +119,37 @@ async fn start(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// A rolling restart: 202 while it runs in the background (`restarting` and `restarted`
+/// events tell its progress).
+async fn restart(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    let endpoint = match find(&admin, &id) {
+        Ok(endpoint) => endpoint,
+        Err(missing) => return missing.into_response(),
+    };
+    if matches!(endpoint.config.workers.kind, WorkerKind::Static { .. }) {
+        return error(
+            StatusCode::CONFLICT,
+            "fixed_workers",
+            "the endpoint's workers are static URLs: Portico does not run them",
+        );
+    }
+    if endpoint.control.stopped() {
+        return error(
+            StatusCode::CONFLICT,
+            "endpoint_stopped",
+            "the endpoint is stopped: there is nothing to restart",
+        );
+    }
+    if !crate::control::restart(&endpoint) {
+        return error(
+            StatusCode::CONFLICT,
+            "restart_in_progress",
+            "a rolling restart of this endpoint is under way",
+        );
+    }
+    (StatusCode::ACCEPTED, axum::Json(describe(&endpoint))).into_response()
+}
+
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     /// Only events with a sequence number above this.
@@ -180,7 +216,7 @@ impl IntoResponse for NoEndpoint {
 }
 
 /// The endpoint's state as the admin API shows it.
-fn describe(endpoint: &Endpoint) -> Value {
+pub(super) fn describe(endpoint: &Endpoint) -> Value {
     let control = &endpoint.control;
     let status = control.status();
     let settings = control.settings();
@@ -228,6 +264,7 @@ fn describe(endpoint: &Endpoint) -> Value {
         },
         "reason": status.reason.to_string(),
         "panicking": status.panicking,
+        "restarting": control.restarting(),
         "inflight": endpoint.inflight(),
         "pending": control.admission.pending(),
         // Async jobs waiting or running (null without `[endpoint.async]`).

@@ -26,6 +26,7 @@ use crate::stage::auth;
 mod config;
 mod endpoints;
 mod logs;
+mod scaling;
 
 #[derive(Clone)]
 struct Admin {

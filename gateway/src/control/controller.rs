@@ -21,10 +21,12 @@ use crate::routes::Routes;
 
 /// How often the policy samples demand (DESIGN.md §1: tick ≤ 1 s).
 const TICK: Duration = Duration::from_secs(1);
+/// How often a retired endpoint looks whether its last request finished.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Starts one controller per endpoint on the current (control) runtime. Each ends when
-/// `stop` turns true, after stopping its workers; `probers` ends the health probes of
-/// replicas it adds.
+/// `stop` turns true (or its endpoint is retired), after stopping its workers; `probers`
+/// ends the health probes of replicas it adds.
 pub fn spawn_all(
     routes: &Routes,
     grace: Duration,
@@ -34,19 +36,27 @@ pub fn spawn_all(
     routes
         .endpoints()
         .iter()
-        .map(|endpoint| {
-            let actuator = actuator(endpoint, grace, probers);
-            if endpoint
-                .control
-                .actuator
-                .set(Arc::clone(&actuator))
-                .is_err()
-            {
-                tracing::warn!(endpoint = endpoint.id(), "controller started twice");
-            }
-            tokio::spawn(run(Arc::clone(endpoint), actuator, stop.clone()))
-        })
+        .map(|endpoint| spawn(endpoint, grace, stop, probers))
         .collect()
+}
+
+/// Starts the controller of one endpoint (see [`spawn_all`]).
+pub fn spawn(
+    endpoint: &Arc<Endpoint>,
+    grace: Duration,
+    stop: &watch::Receiver<bool>,
+    probers: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let actuator = actuator(endpoint, grace, probers);
+    if endpoint
+        .control
+        .actuator
+        .set(Arc::clone(&actuator))
+        .is_err()
+    {
+        tracing::warn!(endpoint = endpoint.id(), "controller started twice");
+    }
+    tokio::spawn(run(Arc::clone(endpoint), actuator, grace, stop.clone()))
 }
 
 fn actuator(
@@ -81,6 +91,7 @@ fn actuator(
 async fn run(
     endpoint: Arc<Endpoint>,
     actuator: Arc<dyn Actuator>,
+    grace: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let control = &endpoint.control;
@@ -108,16 +119,25 @@ async fn run(
 
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut retired = control.retired.subscribe();
     loop {
         tokio::select! {
             () = stopped(&mut stop) => break,
+            () = stopped(&mut retired) => {
+                drain(&endpoint, grace, &mut stop).await;
+                for worker in endpoint.workers().iter() {
+                    // Ends its health probe.
+                    worker.retire();
+                }
+                break;
+            }
             _ = control.wake.notified() => {
                 let decision = policy.wake(now());
                 act(&endpoint, &*actuator, &policy, &decision, None);
             }
             Some(command) = inbox.recv() => {
                 let Command { order, reply } = command;
-                let decision = obey(&mut policy, now(), order);
+                let decision = obey(&mut policy, now(), order, &control.settings());
                 act(&endpoint, &*actuator, &policy, &decision, Some(order));
                 let _ = reply.send(control.status());
             }
@@ -131,17 +151,36 @@ async fn run(
     actuator.shutdown().await;
 }
 
+/// Waits until the requests in flight on a retired endpoint (and those held for it) are
+/// done, for at most `grace`, or until the daemon stops.
+async fn drain(endpoint: &Endpoint, grace: Duration, stop: &mut watch::Receiver<bool>) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let idle = || endpoint.inflight() == 0 && endpoint.control.admission.pending() == 0;
+    while !idle() && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            () = stopped(stop) => return,
+            () = tokio::time::sleep(DRAIN_POLL) => {}
+        }
+    }
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The borrow `wait_for` returns must not live across the select's other arms.
     let _ = stop.wait_for(|stopped| *stopped).await.map(|_| ());
 }
 
-fn obey(policy: &mut Policy, now: Duration, order: Order) -> Decision {
+fn obey(
+    policy: &mut Policy,
+    now: Duration,
+    order: Order,
+    control_settings: &scaler::ScalingSettings,
+) -> Decision {
     match order {
         Order::Scale(n) => policy.pin(now, n),
         Order::Autoscale => policy.unpin(now),
         Order::Stop => policy.stop(now),
         Order::Start => policy.start(now),
+        Order::Reconfigure => policy.set_settings(now, control_settings.clone()),
     }
 }
 
@@ -189,13 +228,17 @@ fn act(
     control.set_stopped(mode == Mode::Stopped);
     endpoint.metrics.desired_workers(decision.desired);
     if let Some(order) = order {
-        let (kind, message) = match order {
-            Order::Scale(n) => (EventKind::Pinned, format!("pinned to {n} workers")),
-            Order::Autoscale => (EventKind::Autoscaled, "autoscaling resumed".to_string()),
-            Order::Stop => (EventKind::Stopped, "stopped: traffic refused".to_string()),
-            Order::Start => (EventKind::Started, "started".to_string()),
+        let event = match order {
+            Order::Scale(n) => Some((EventKind::Pinned, format!("pinned to {n} workers"))),
+            Order::Autoscale => Some((EventKind::Autoscaled, "autoscaling resumed".into())),
+            Order::Stop => Some((EventKind::Stopped, "stopped: traffic refused".into())),
+            Order::Start => Some((EventKind::Started, "started".into())),
+            // Recorded, with what changed, by whoever changed the settings.
+            Order::Reconfigure => None,
         };
-        if before.mode != mode || matches!(order, Order::Scale(_)) {
+        if let Some((kind, message)) = event
+            && (before.mode != mode || matches!(order, Order::Scale(_)))
+        {
             control.events.record(kind, message, Detail::default());
         }
     }

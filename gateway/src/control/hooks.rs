@@ -99,6 +99,10 @@ impl Hooks for EndpointHooks {
                     format!("replica {replica} draining"),
                 )
             }
+            ReplicaEvent::Replaced { replica, by } => (
+                EventKind::ReplicaRestarted,
+                format!("replica {replica} replaced by replica {by}, which is ready"),
+            ),
             ReplicaEvent::Stopped { replica } => {
                 endpoint.remove_replica(*replica);
                 (

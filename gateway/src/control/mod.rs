@@ -13,6 +13,7 @@ mod admission;
 mod controller;
 pub mod events;
 mod hooks;
+pub mod journal;
 mod scrape;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,14 +21,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use scaler::{Actuator, Decision, Mode, Reason, ScalingSettings};
-use tokio::sync::{Notify, mpsc, oneshot};
+use scaler::{Actuator, Decision, Mode, Reason, RestartOutcome, ScalingSettings};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use admission::{Admission, PendingGuard};
-pub use controller::spawn_all;
+pub use controller::{spawn, spawn_all};
 pub use events::{Detail, Event, EventKind, Events};
 
 use crate::config;
+use crate::endpoint::Endpoint;
 
 /// Scaling state of one endpoint, shared by the data plane (admit), the controller and the
 /// admin API.
@@ -45,6 +47,10 @@ pub struct Control {
     /// Async jobs waiting or running: demand that keeps a worker.
     queued: AtomicU64,
     stopped: AtomicBool,
+    /// A rolling restart is under way.
+    restarting: AtomicBool,
+    /// Removed from the config by a reload: the controller drains and stops the workers.
+    retired: watch::Sender<bool>,
     /// Portico starts this endpoint's workers, so a request can wait for one.
     managed: bool,
     settings: ArcSwap<ScalingSettings>,
@@ -90,6 +96,8 @@ pub enum Order {
     Stop,
     /// Serve again, autoscaled.
     Start,
+    /// Take the scaling settings in force (just replaced) into account.
+    Reconfigure,
 }
 
 #[derive(Debug)]
@@ -117,6 +125,8 @@ impl Control {
             waiting: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            restarting: AtomicBool::new(false),
+            retired: watch::Sender::new(false),
             managed: matches!(config.workers.kind, config::WorkerKind::Process { .. }),
             status: Mutex::new(Status {
                 mode: Mode::Auto,
@@ -189,6 +199,36 @@ impl Control {
         self.actuator.get()
     }
 
+    /// Replaces the scaling settings (already checked) and has the controller decide with
+    /// them at once; records an `updated` event naming what changed.
+    pub async fn update_settings(
+        &self,
+        settings: ScalingSettings,
+        origin: &str,
+    ) -> Result<Status, ControllerGone> {
+        let before = self.settings.swap(Arc::new(settings.clone()));
+        let changes = describe_changes(&before, &settings);
+        if !changes.is_empty() {
+            self.events.record(
+                EventKind::Updated,
+                format!("scaling updated by {origin}: {changes}"),
+                Detail::default(),
+            );
+        }
+        self.order(Order::Reconfigure).await
+    }
+
+    /// Whether a rolling restart is under way.
+    pub fn restarting(&self) -> bool {
+        self.restarting.load(Ordering::Acquire)
+    }
+
+    /// Removes the endpoint from service (a reload dropped it): its controller lets the
+    /// requests in flight finish, then stops the workers and ends.
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
     /// Sends an operator's order to the controller and returns the decision it led to.
     pub async fn order(&self, order: Order) -> Result<Status, ControllerGone> {
         let (reply, answer) = oneshot::channel();
@@ -227,6 +267,86 @@ impl Control {
     fn woken_for(&self) -> Option<Duration> {
         lock(&self.woke_at).take().map(|at| at.elapsed())
     }
+}
+
+/// `min_workers 0→1, target 10→5`: the settings that differ, old and new.
+fn describe_changes(before: &ScalingSettings, after: &ScalingSettings) -> String {
+    let (b, a) = (
+        config::file::FileScaling::from(before),
+        config::file::FileScaling::from(after),
+    );
+    let mut changes = Vec::new();
+    macro_rules! compare {
+        ($($field:ident),*) => {$(
+            if b.$field != a.$field {
+                changes.push(format!("{} {}→{}", stringify!($field), b.$field, a.$field));
+            }
+        )*};
+    }
+    compare!(
+        min_workers,
+        max_workers,
+        metric,
+        target,
+        idle_timeout_seconds,
+        initial_cooldown_seconds,
+        stable_window_seconds,
+        panic_window_seconds,
+        panic_threshold,
+        max_pending,
+        cold_start_timeout_seconds,
+        waking_keepalive_seconds
+    );
+    if b.custom_metric != a.custom_metric {
+        let show = |name: &Option<String>| name.clone().unwrap_or_else(|| "none".into());
+        changes.push(format!(
+            "custom_metric {}→{}",
+            show(&b.custom_metric),
+            show(&a.custom_metric)
+        ));
+    }
+    changes.join(", ")
+}
+
+/// Starts a rolling restart of the endpoint's replicas unless one is under way (`false`).
+/// It runs in the background; `restarting` and `restarted` events tell its progress.
+pub fn restart(endpoint: &Arc<Endpoint>) -> bool {
+    let control = &endpoint.control;
+    let Some(actuator) = control.actuator().cloned() else {
+        return false;
+    };
+    if control.restarting.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    let replicas = actuator
+        .replicas()
+        .iter()
+        .filter(|r| r.state != scaler::ReplicaState::Draining)
+        .count();
+    control.events.record(
+        EventKind::Restarting,
+        format!("rolling restart of {replicas} replicas begins"),
+        Detail::default(),
+    );
+    let endpoint = Arc::clone(endpoint);
+    tokio::spawn(async move {
+        let outcome = actuator.restart().await;
+        let message = match outcome {
+            RestartOutcome::Done { replaced } => {
+                format!("rolling restart done: {replaced} replicas replaced")
+            }
+            RestartOutcome::Interrupted { replaced } => {
+                format!("rolling restart interrupted after {replaced} replicas")
+            }
+            RestartOutcome::Unsupported => "the workers cannot be restarted".to_string(),
+        };
+        let control = &endpoint.control;
+        control
+            .events
+            .record(EventKind::Restarted, message, Detail::default());
+        control.restarting.store(false, Ordering::Release);
+    });
+    true
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

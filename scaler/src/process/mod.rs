@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::actuator::{Actuator, Hooks, Replica};
+use crate::actuator::{Actuator, Hooks, Replica, RestartOutcome};
 use crate::logs::{LogBook, LogLine};
 use group::Group;
 use supervisor::Command;
@@ -159,6 +159,18 @@ impl Actuator for ProcessActuator {
 
     fn replicas(&self) -> Vec<Replica> {
         self.shared.table().replicas.values().cloned().collect()
+    }
+
+    fn restart(&self) -> Pin<Box<dyn Future<Output = RestartOutcome> + Send + '_>> {
+        let (done, finished) = oneshot::channel();
+        let sent = self.commands.send(Command::Restart(done)).is_ok();
+        Box::pin(async move {
+            let interrupted = RestartOutcome::Interrupted { replaced: 0 };
+            if !sent {
+                return interrupted;
+            }
+            finished.await.unwrap_or(interrupted)
+        })
     }
 
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

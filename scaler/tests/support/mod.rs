@@ -124,6 +124,16 @@ pub fn assert_ordered(events: &[ReplicaEvent]) {
             ReplicaEvent::Draining { .. } => "draining",
             ReplicaEvent::Stopped { .. } => "stopped",
             ReplicaEvent::Crashed { .. } => "crashed",
+            ReplicaEvent::Replaced { .. } => {
+                // Said of a ready replica, just before it drains.
+                let before = last.get(&event.replica()).copied();
+                assert_eq!(
+                    before,
+                    Some("ready"),
+                    "replaced when not ready: {events:#?}"
+                );
+                continue;
+            }
         };
         let before = last.get(&event.replica()).copied().unwrap_or("stopped");
         let allowed = matches!(
