@@ -50,7 +50,7 @@ impl Store {
     /// Gives a new endpoint's persistent parts their history and a place to write.
     pub fn attach(self: &Arc<Self>, endpoint: &Endpoint) {
         let _ = endpoint;
-        // attach: events
+        endpoint.control.events.attach(self);
         // attach: traffic
     }
 }

@@ -1,19 +1,23 @@
 //! Lifecycle events of an endpoint (created, scaled, woke, replica ready, crashed…): kept
-//! in a bounded ring in memory and logged as they happen.
+//! in a bounded ring in memory, logged as they happen and, once the endpoint is attached to
+//! the embedded store ([`Events::attach`]), persisted by the store's
+//! [`Journal`](super::journal::Journal) so they and their numbering survive a restart.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::journal::Journal;
 use crate::accesslog::Rfc3339;
+use crate::store::Store;
 
 /// How many events each endpoint keeps.
 pub const CAPACITY: usize = 1000;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The endpoint was set up (daemon start).
@@ -54,8 +58,8 @@ pub enum EventKind {
     ReplicaRestarted,
 }
 
-/// One event.
-#[derive(Debug, Clone, Serialize)]
+/// One event (also its stored form).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Sequence number within the endpoint, from 1.
     pub seq: u64,
@@ -81,16 +85,75 @@ pub struct Event {
 #[derive(Debug)]
 pub struct Events {
     endpoint: String,
-    ring: Mutex<(u64, VecDeque<Event>)>,
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    /// The last sequence number given out.
+    last: u64,
+    events: VecDeque<Event>,
+    /// Where recorded events are persisted, and this ring's claim on the endpoint id.
+    journal: Option<(Arc<Journal>, u64)>,
+}
+
+impl Ring {
+    fn push(&mut self, event: Event) {
+        if self.events.len() == CAPACITY {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
 }
 
 impl Events {
-    /// An empty ring for `endpoint`.
+    /// An empty ring for `endpoint`, in memory only until [`Events::attach`].
     pub fn new(endpoint: &str) -> Events {
         Events {
             endpoint: endpoint.to_string(),
-            ring: Mutex::new((0, VecDeque::new())),
+            ring: Mutex::new(Ring::default()),
         }
+    }
+
+    /// Loads the endpoint's stored events from `store` into the ring, so numbering continues
+    /// after the last stored one, and persists every event recorded from now on. Events
+    /// recorded before (none normally) are renumbered after the stored ones and persisted
+    /// too. Reading the store blocks briefly (like opening it); when it fails the events
+    /// stay in memory only, with a warning. A second attach does nothing.
+    pub fn attach(&self, store: &Arc<Store>) {
+        if self.lock().journal.is_some() {
+            return;
+        }
+        let journal = Journal::of(store);
+        let generation = journal.claim(&self.endpoint);
+        // A previous endpoint of this id (removed, then added back by a reload) may still
+        // have events on their way: they must be in the table before it is read.
+        journal.flush();
+        let history = match journal.load(&self.endpoint) {
+            Ok(history) => history,
+            Err(err) => {
+                tracing::warn!(
+                    endpoint = %self.endpoint,
+                    error = %err,
+                    "event journal: could not read stored events; this endpoint's events stay in memory"
+                );
+                return;
+            }
+        };
+        let mut ring = self.lock();
+        let early: Vec<Event> = ring.events.drain(..).collect();
+        ring.last = history.last_seq;
+        for event in history.events {
+            ring.push(event);
+        }
+        for mut event in early {
+            ring.last += 1;
+            event.seq = ring.last;
+            journal.append(&self.endpoint, generation, &event);
+            ring.push(event);
+        }
+        journal.trim(&self.endpoint);
+        ring.journal = Some((journal, generation));
     }
 
     /// Records and logs an event.
@@ -104,9 +167,9 @@ impl Events {
             "{message}"
         );
         let mut ring = self.lock();
-        ring.0 += 1;
+        ring.last += 1;
         let event = Event {
-            seq: ring.0,
+            seq: ring.last,
             time: Rfc3339(SystemTime::now()).to_string(),
             kind,
             message,
@@ -114,21 +177,22 @@ impl Events {
             reason: detail.reason,
             workers: detail.workers,
         };
-        if ring.1.len() == CAPACITY {
-            ring.1.pop_front();
+        // Queued under the ring's lock, so the writer sees events in sequence order.
+        if let Some((journal, generation)) = &ring.journal {
+            journal.append(&self.endpoint, *generation, &event);
         }
-        ring.1.push_back(event);
+        ring.push(event);
     }
 
     /// The most recent `limit` events after sequence number `after`, oldest first.
     pub fn list(&self, after: u64, limit: usize) -> Vec<Event> {
         let ring = self.lock();
-        let newer: Vec<&Event> = ring.1.iter().filter(|e| e.seq > after).collect();
+        let newer: Vec<&Event> = ring.events.iter().filter(|e| e.seq > after).collect();
         let skip = newer.len().saturating_sub(limit);
         newer.into_iter().skip(skip).cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<Event>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
         self.ring
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
