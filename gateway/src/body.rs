@@ -4,7 +4,9 @@
 //!   endpoint's `max_body_bytes`.
 //! - [`ProxyBody`]: what the client receives: Portico's own small answers, or a worker's
 //!   body with its idle timeout, in-flight guard and pooled connection, finishing the
-//!   request's telemetry when it ends or is dropped.
+//!   request's telemetry when it ends or is dropped. For a successful JSON or SSE answer
+//!   it keeps the last few KiB (references to the chunks, not copies) and reads the token
+//!   usage there when the body ends ([`with_record`]).
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Response, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
@@ -21,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 use crate::endpoint::Endpoint;
 use crate::metrics::UpstreamErrorKind;
 use crate::stage::telemetry::Record;
+use crate::traffic::usage::Tail;
 use crate::upstream::pool::Pooled;
 use crate::worker::InflightGuard;
 
@@ -268,6 +272,8 @@ pub struct ProxyBody {
     kind: Kind,
     bytes_out: u64,
     record: Option<Box<Record>>,
+    /// The end of a body that may report token usage.
+    tail: Option<Tail>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -285,6 +291,7 @@ impl ProxyBody {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             bytes_out: 0,
             record: None,
+            tail: None,
         }
     }
 
@@ -294,6 +301,7 @@ impl ProxyBody {
             kind: Kind::Upstream(body),
             bytes_out: 0,
             record: None,
+            tail: None,
         }
     }
 
@@ -303,6 +311,7 @@ impl ProxyBody {
             kind: Kind::Channel(receiver),
             bytes_out: 0,
             record: None,
+            tail: None,
         }
     }
 
@@ -314,9 +323,44 @@ impl ProxyBody {
 
     fn end(&mut self, completed: bool) {
         if let Some(record) = self.record.take() {
-            record.finish(self.bytes_out, completed);
+            // Bounded work: at most the last 64 KiB, in one pass.
+            let usage = self.tail.take().and_then(|tail| tail.scan());
+            record.finish_with_usage(self.bytes_out, completed, usage);
         }
     }
+}
+
+/// Attaches the request's telemetry to `response`'s body; when the body is a worker's
+/// successful JSON or SSE answer, its end is kept too, for the token usage in it.
+pub fn with_record(response: Response<ProxyBody>, record: Record) -> Response<ProxyBody> {
+    let usage = may_report_usage(&response);
+    response.map(|body| {
+        let mut body = body.with_record(record);
+        if usage && !matches!(body.kind, Kind::Full(_)) {
+            body.tail = Some(Tail::default());
+        }
+        body
+    })
+}
+
+/// A 2xx answer whose content type is JSON (`application/json`, `…+json`) or
+/// `text/event-stream`.
+fn may_report_usage<B>(response: &Response<B>) -> bool {
+    if !response.status().is_success() {
+        return false;
+    }
+    let Some(kind) = response.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let kind = kind.as_bytes();
+    let essence = kind
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"text/event-stream")
+        || essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 impl Body for ProxyBody {
@@ -339,6 +383,9 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes_out += data.len() as u64;
+                    if let Some(tail) = &mut this.tail {
+                        tail.push(data);
+                    }
                 }
                 if this.is_end_stream() {
                     this.end(true);
@@ -373,5 +420,123 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         let completed = self.is_end_stream();
         self.end(completed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use std::time::{Instant, SystemTime};
+
+    use http::{HeaderValue, StatusCode};
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn answer(status: u16, content_type: Option<&'static str>) -> Response<()> {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        if let Some(kind) = content_type {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+        }
+        response
+    }
+
+    /// Only successful JSON and SSE answers are scanned for usage.
+    #[test]
+    fn which_answers_may_report_usage() {
+        for kind in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "text/event-stream",
+            "text/event-stream;charset=utf-8",
+            "application/vnd.api+json",
+        ] {
+            assert!(may_report_usage(&answer(200, Some(kind))), "{kind}");
+        }
+        for kind in ["text/plain", "application/jsonl", "text/html", "json", ""] {
+            assert!(!may_report_usage(&answer(200, Some(kind))), "{kind}");
+        }
+        assert!(!may_report_usage(&answer(200, None)));
+        assert!(!may_report_usage(&answer(500, Some("application/json"))));
+    }
+
+    fn record(endpoint: &Arc<Endpoint>, caller: &str) -> Record {
+        Record {
+            start: Instant::now(),
+            time: SystemTime::now(),
+            request_id: HeaderValue::from_static("r"),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            listener: Rc::from("public"),
+            method: http::Method::POST,
+            uri: http::Uri::from_static("/v1/chat/completions"),
+            version: http::Version::HTTP_11,
+            endpoint: Some(Arc::clone(endpoint)),
+            worker: None,
+            status: 200,
+            stats: Rc::default(),
+            first_byte: None,
+            caller: Some(Arc::from(caller)),
+            error: None,
+            ws: None,
+        }
+    }
+
+    /// A streamed SSE answer's usage, in its final chunk, reaches the endpoint's traffic
+    /// with the caller and the bytes sent; a plain-text answer's usage-like text does not.
+    #[tokio::test]
+    async fn streamed_usage_reaches_traffic() {
+        let text = "[server]\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\n\
+                    [[project]]\nid = \"p\"\n[[endpoint]]\nid = \"e\"\nproject = \"p\"\n\
+                    [endpoint.workers]\nkind = \"static\"\nurls = [\"http://127.0.0.1:9\"]\n";
+        let config = Config::from_toml_str(text, Path::new(".")).unwrap();
+        let endpoint = Arc::new(Endpoint::new(
+            &config,
+            config.endpoints[0].clone(),
+            &["public".to_string()],
+        ));
+        let events: [&[u8]; 4] = [
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":",
+            b"11,\"completion_tokens\":22,\"total_tokens\":33}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        let sent: usize = events.iter().map(|e| e.len()).sum();
+        for (kind, caller) in [("text/event-stream", "ci"), ("text/plain", "web")] {
+            let (sender, receiver) = tokio::sync::mpsc::channel(8);
+            let mut response = Response::new(ProxyBody::channel(receiver));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+            let response = with_record(response, record(&endpoint, caller));
+            for event in events {
+                sender.send(Bytes::from_static(event)).await.unwrap();
+            }
+            drop(sender);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), sent);
+        }
+        let hour = crate::traffic::current_hour(SystemTime::now());
+        let hours = endpoint.traffic.hours(hour - 1..=hour);
+        let totals = hours.iter().fold((0, 0, 0, 0), |acc, (_, h)| {
+            (
+                acc.0 + h.requests,
+                acc.1 + h.prompt_tokens,
+                acc.2 + h.completion_tokens,
+                acc.3 + h.bytes_out,
+            )
+        });
+        assert_eq!(totals, (2, 11, 22, 2 * sent as u64));
+        let ci = hours
+            .iter()
+            .flat_map(|(_, h)| h.callers.iter())
+            .find(|(c, _)| c.as_str() == "ci")
+            .unwrap()
+            .1;
+        assert_eq!((ci.prompt_tokens, ci.completion_tokens), (11, 22));
     }
 }

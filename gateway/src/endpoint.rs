@@ -11,6 +11,7 @@ use crate::config::{self, Config};
 use crate::control::Control;
 use crate::jobs::Jobs;
 use crate::metrics::EndpointMetrics;
+use crate::traffic::Traffic;
 use crate::worker::{Worker, WorkerId};
 
 /// Process-wide worker numbering, so pool keys never collide across endpoints or reloads.
@@ -36,6 +37,8 @@ pub struct Endpoint {
     pub control: Control,
     /// The async queue and result store, attached at start when `[endpoint.async]` is set.
     jobs: OnceLock<Arc<Jobs>>,
+    /// Traffic analytics: the last minute and the hourly breakdown.
+    pub traffic: Traffic,
 }
 
 impl Endpoint {
@@ -60,6 +63,7 @@ impl Endpoint {
             .collect();
         let metrics = EndpointMetrics::new(&config.project, &config.id);
         let control = Control::new(&config);
+        let traffic = Traffic::new(&config.id);
         Endpoint {
             config,
             listeners,
@@ -69,6 +73,7 @@ impl Endpoint {
             access,
             control,
             jobs: OnceLock::new(),
+            traffic,
         }
     }
 

@@ -60,6 +60,7 @@ pub mod stage;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod traffic;
 pub mod upstream;
 pub mod worker;
 

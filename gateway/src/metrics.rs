@@ -4,7 +4,8 @@
 //! Gauges that mirror atomics (in-flight per worker, workers per state) are set at scrape
 //! time by [`refresh_gauges`] instead of on every request.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -111,6 +112,10 @@ fn describe() {
         "WebSocket messages relayed, by direction."
     );
     metrics::describe_counter!(
+        "portico_tokens_total",
+        "Tokens used as workers reported them in OpenAI `usage` objects, by caller and kind (prompt, completion)."
+    );
+    metrics::describe_counter!(
         "portico_ws_bytes_total",
         metrics::Unit::Bytes,
         "WebSocket payload bytes relayed, by direction."
@@ -213,6 +218,8 @@ pub struct EndpointMetrics {
     desired_workers: Gauge,
     scale_events: [Counter; 2],
     cold_start: Histogram,
+    /// `portico_tokens_total` (prompt, completion) per caller, created on first use.
+    tokens: Mutex<HashMap<Box<str>, [Counter; 2]>>,
 }
 
 impl std::fmt::Debug for EndpointMetrics {
@@ -286,6 +293,7 @@ impl EndpointMetrics {
                 "portico_cold_start_seconds",
                 "endpoint" => endpoint.to_string()
             ),
+            tokens: Mutex::default(),
         }
     }
 
@@ -349,6 +357,30 @@ impl EndpointMetrics {
     /// Records a cold start: from the wake to the first ready worker.
     pub fn cold_start(&self, seconds: f64) {
         self.cold_start.record(seconds);
+    }
+
+    /// Counts the tokens one response reported, for `caller` (the token's name; `None`
+    /// is `anonymous`). Only responses that carried usage get here, so the lock is taken
+    /// once per model answer, not per request.
+    pub fn tokens(&self, caller: Option<&str>, usage: crate::traffic::Usage) {
+        let caller = caller.unwrap_or("anonymous");
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if !tokens.contains_key(caller) {
+            let counters = ["prompt", "completion"].map(|kind| {
+                metrics::counter!(
+                    "portico_tokens_total",
+                    "project" => self.project.clone(),
+                    "endpoint" => self.endpoint.clone(),
+                    "caller" => caller.to_string(),
+                    "kind" => kind
+                )
+            });
+            tokens.insert(caller.into(), counters);
+        }
+        if let Some([prompt, completion]) = tokens.get(caller) {
+            prompt.increment(usage.prompt_tokens);
+            completion.increment(usage.completion_tokens);
+        }
     }
 
     /// Counts one failure talking to a worker.

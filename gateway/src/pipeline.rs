@@ -110,7 +110,7 @@ pub async fn handle(
             tokio::task::spawn_local(session.run(record));
             response
         }
-        None => response.map(|body| body.with_record(record)),
+        None => crate::body::with_record(response, record),
     }
 }
 

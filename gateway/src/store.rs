@@ -51,6 +51,6 @@ impl Store {
     pub fn attach(self: &Arc<Self>, endpoint: &Endpoint) {
         let _ = endpoint;
         endpoint.control.events.attach(self);
-        // attach: traffic
+        endpoint.traffic.attach(self);
     }
 }

@@ -1,5 +1,7 @@
 //! Telemetry: what a request did, recorded when its response ends (or is abandoned):
-//! `portico_requests_total`, `portico_request_duration_seconds`, and one access-log line.
+//! `portico_requests_total`, `portico_request_duration_seconds`, the endpoint's traffic
+//! analytics (with the token usage the response body reported, and
+//! `portico_tokens_total`), and one access-log line.
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -11,6 +13,7 @@ use http::{HeaderValue, Uri, Version};
 use crate::accesslog::{self, Line, Rfc3339};
 use crate::body::RequestStats;
 use crate::endpoint::Endpoint;
+use crate::traffic::{Sample, Usage};
 use crate::worker::Worker;
 
 /// The record of one request, carried through the pipeline and finished by the response
@@ -106,13 +109,36 @@ impl WsSummary {
 }
 
 impl Record {
-    /// Records metrics and writes the access-log line.
+    /// Records metrics and traffic and writes the access-log line.
     pub fn finish(self, bytes_out: u64, completed: bool) {
+        self.finish_with_usage(bytes_out, completed, None);
+    }
+
+    /// [`Record::finish`] with the token usage found at the end of the response body.
+    pub fn finish_with_usage(self, bytes_out: u64, completed: bool, usage: Option<Usage>) {
         let duration = self.start.elapsed();
+        let bytes_in = self.stats.bytes_in.get();
         if let Some(endpoint) = &self.endpoint {
             endpoint
                 .metrics
                 .request(self.status, duration.as_secs_f64());
+            // A WebSocket session's traffic is its messages' payload.
+            let (traffic_in, traffic_out) = match self.ws {
+                Some(ws) => (ws.bytes_in, ws.bytes_out),
+                None => (bytes_in, bytes_out),
+            };
+            endpoint.traffic.record(&Sample {
+                at: self.time + duration,
+                status: self.status,
+                duration,
+                bytes_in: traffic_in,
+                bytes_out: traffic_out,
+                caller: self.caller.as_ref(),
+                usage,
+            });
+            if let Some(usage) = usage {
+                endpoint.metrics.tokens(self.caller.as_deref(), usage);
+            }
         }
         accesslog::log(&Line {
             time: Rfc3339(self.time),
@@ -127,7 +153,7 @@ impl Record {
             worker: self.worker.as_deref().map(Worker::label),
             caller: self.caller.as_deref(),
             status: self.status,
-            bytes_in: self.stats.bytes_in.get(),
+            bytes_in,
             bytes_out,
             duration,
             first_byte: self.first_byte,

@@ -1,0 +1,351 @@
+//! Token usage from OpenAI-shaped responses, read from the end of the body without
+//! buffering it: [`Tail`] keeps the last chunks (as `Bytes` clones, so nothing is copied
+//! while the body streams) totalling at least [`KEEP`] bytes, and [`scan`] finds the last
+//! `"usage": {…}` object in them once the body ended.
+//!
+//! Both shapes put usage last: a JSON answer ends with `"usage":{"prompt_tokens":N,
+//! "completion_tokens":M,…}}`, and a stream asked for `stream_options.include_usage` sends
+//! it in its final chunk, just before `data: [DONE]` (earlier chunks carry
+//! `"usage": null`).
+//!
+//! The scanner trusts only keys: a `"usage"` whose quotes are escaped is inside a string
+//! (a model's answer quoting JSON), and an object that is not the last member of its
+//! containing top-level-looking value (something else closes after its container) is
+//! nested, e.g. a tool result's own usage; both are skipped.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use memchr::memmem;
+use serde::Deserialize;
+
+/// Bytes kept from the end of the body.
+pub const KEEP: usize = 8 * 1024;
+/// Most bytes scanned at the end (a single chunk can be larger than [`KEEP`]).
+pub const MAX_SCAN: usize = 64 * 1024;
+/// Chunks kept before the older ones are copied into one (bodies of tiny chunks).
+const MAX_CHUNKS: usize = 64;
+/// `"usage"` keys tried, newest first, before giving up.
+const MAX_CANDIDATES: usize = 16;
+
+/// Tokens one request used, as its worker reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// `usage.completion_tokens` (0 when absent, as in embeddings).
+    pub completion_tokens: u64,
+}
+
+/// The end of a response body, kept while it streams.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// The newest chunk.
+    last: Option<Bytes>,
+    /// Older chunks, oldest first, dropped once the newer ones hold [`KEEP`] bytes.
+    earlier: VecDeque<Bytes>,
+    earlier_len: usize,
+}
+
+impl Tail {
+    /// Keeps `chunk` (a cheap reference-counted clone of it).
+    pub fn push(&mut self, chunk: &Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        let Some(previous) = self.last.replace(chunk.clone()) else {
+            return;
+        };
+        self.earlier_len += previous.len();
+        self.earlier.push_back(previous);
+        let newest = chunk.len();
+        while let Some(front) = self.earlier.front() {
+            if self.earlier_len - front.len() + newest < KEEP {
+                break;
+            }
+            self.earlier_len -= front.len();
+            self.earlier.pop_front();
+        }
+        if self.earlier.len() > MAX_CHUNKS {
+            let mut joined = Vec::with_capacity(self.earlier_len);
+            for part in self.earlier.drain(..) {
+                joined.extend_from_slice(&part);
+            }
+            self.earlier.push_back(Bytes::from(joined));
+        }
+    }
+
+    /// The usage reported at the end of what was kept, if any.
+    pub fn scan(&self) -> Option<Usage> {
+        let last = self.last.as_ref()?;
+        if self.earlier.is_empty() {
+            return scan(&last[last.len().saturating_sub(MAX_SCAN)..]);
+        }
+        let total = (self.earlier_len + last.len()).min(MAX_SCAN);
+        let mut joined = Vec::with_capacity(total);
+        let mut skip = self.earlier_len + last.len() - total;
+        for part in self.earlier.iter().chain([last]) {
+            let from = skip.min(part.len());
+            skip -= from;
+            joined.extend_from_slice(&part[from..]);
+        }
+        scan(&joined)
+    }
+}
+
+/// The last top-level-looking `"usage": {…}` object of `text` with a whole-number
+/// `prompt_tokens`.
+pub fn scan(text: &[u8]) -> Option<Usage> {
+    let key = b"\"usage\"";
+    let finder = memmem::FinderRev::new(key);
+    let mut end = text.len();
+    for _ in 0..MAX_CANDIDATES {
+        let at = finder.rfind(&text[..end])?;
+        end = at;
+        if escaped(text, at) {
+            continue;
+        }
+        let mut i = skip_space(text, at + key.len());
+        if text.get(i) != Some(&b':') {
+            continue;
+        }
+        i = skip_space(text, i + 1);
+        if text.get(i) != Some(&b'{') {
+            // `"usage": null` on the chunks before the last.
+            continue;
+        }
+        let Some(close) = matching(text, i) else {
+            continue;
+        };
+        if !last_of_top_level(text, close + 1) {
+            continue;
+        }
+        if let Some(usage) = parse(&text[i..=close]) {
+            return Some(usage);
+        }
+    }
+    None
+}
+
+/// Whether the quote at `at` is preceded by an odd number of backslashes.
+fn escaped(text: &[u8], at: usize) -> bool {
+    text[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
+fn skip_space(text: &[u8], mut i: usize) -> usize {
+    while text.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the `}` closing the object opened at `open`, strings respected.
+fn matching(text: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = open;
+    while i < text.len() {
+        let b = text[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return (b == b'}').then_some(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// From just after a usage object: its container must close, and nothing after that
+/// close until the next value begins (`data: [DONE]`, a later event) or the text ends.
+fn last_of_top_level(text: &[u8], from: usize) -> bool {
+    let mut depth = 0i64;
+    let mut in_string = false;
+    let mut closed = false;
+    let mut i = from;
+    while i < text.len() {
+        let b = text[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    if closed && depth == -1 {
+                        // The next value (another event) starts: ours was top-level.
+                        return true;
+                    }
+                    depth += 1;
+                }
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == -1 {
+                        closed = true;
+                    } else if depth < -1 {
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    closed
+}
+
+fn parse(object: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Wire {
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: Option<u64>,
+    }
+    let wire: Wire = serde_json::from_slice(object).ok()?;
+    Some(Usage {
+        prompt_tokens: wire.prompt_tokens,
+        completion_tokens: wire.completion_tokens.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(p: u64, c: u64) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+        })
+    }
+
+    fn tail_of(chunks: &[&[u8]]) -> Tail {
+        let mut tail = Tail::default();
+        for chunk in chunks {
+            tail.push(&Bytes::copy_from_slice(chunk));
+        }
+        tail
+    }
+
+    /// A whole JSON answer, compact or pretty-printed.
+    #[test]
+    fn json_bodies() {
+        let body = br#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
+        assert_eq!(scan(body), usage(12, 7));
+        let pretty = b"{\n  \"choices\": [],\n  \"usage\" : {\n    \"prompt_tokens\": 3,\n    \"total_tokens\": 3\n  },\n  \"x\": null\n}\n";
+        assert_eq!(scan(pretty), usage(3, 0));
+    }
+
+    /// A stream whose final chunk carries usage (the earlier ones `"usage": null`).
+    #[test]
+    fn sse_final_chunk() {
+        let stream: &[&[u8]] = &[
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
+            b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        assert_eq!(tail_of(stream).scan(), usage(9, 2));
+        // Without include_usage there is none.
+        assert_eq!(tail_of(&stream[..2]).scan(), None);
+    }
+
+    /// The usage object split over chunk boundaries, at every possible point.
+    #[test]
+    fn split_across_chunks() {
+        let whole: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":41,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        for cut in 1..whole.len() {
+            let tail = tail_of(&[&whole[..cut], &whole[cut..]]);
+            assert_eq!(tail.scan(), usage(41, 1), "cut at {cut}");
+        }
+        // Byte by byte: many tiny chunks are joined, nothing is lost.
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        assert_eq!(tail_of(&bytes).scan(), usage(41, 1));
+    }
+
+    /// No usage, null usage, malformed or truncated usage, and garbage give nothing.
+    #[test]
+    fn absent_or_malformed() {
+        assert_eq!(scan(b""), None);
+        assert_eq!(scan(br#"{"choices":[]}"#), None);
+        assert_eq!(scan(br#"{"usage":null}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":"12"}}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":-1}}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":1,"#), None);
+        assert_eq!(scan(br#"{"usage":{"completion_tokens":4}}"#), None);
+        assert_eq!(scan(b"\"usage\"\"usage\":{{{{"), None);
+        assert_eq!(scan(&[0xff; 100]), None);
+        assert_eq!(Tail::default().scan(), None);
+    }
+
+    /// A huge body: only the end is kept and scanned, and usage there is found.
+    #[test]
+    fn huge_bodies() {
+        let mut tail = Tail::default();
+        let filler = Bytes::from(vec![b'x'; 1 << 20]);
+        for _ in 0..8 {
+            tail.push(&filler);
+        }
+        assert!(tail.earlier_len < KEEP + (1 << 20) + 1);
+        tail.push(&Bytes::from_static(
+            br#"","usage":{"prompt_tokens":5,"completion_tokens":6}}"#,
+        ));
+        assert_eq!(tail.scan(), usage(5, 6));
+        // One huge chunk: the scan looks at its end only.
+        let mut big = vec![b' '; 4 << 20];
+        big.extend_from_slice(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#);
+        assert_eq!(tail_of(&[&big]).scan(), usage(1, 2));
+        // Thousands of "usage" keys: bounded work, no answer.
+        let many = b"\"usage\":1,".repeat(10_000);
+        assert_eq!(scan(&many), None);
+    }
+
+    /// `"usage"` inside a string (escaped quotes) or nested deeper than the last member of
+    /// the top-level value does not count; the real one, even before them, does.
+    #[test]
+    fn nested_and_quoted_usage_keys_are_ignored() {
+        let quoted = br#"{"choices":[{"message":{"content":"say {\"usage\":{\"prompt_tokens\":999}}"}}],"usage":{"prompt_tokens":4,"completion_tokens":8}}"#;
+        assert_eq!(scan(quoted), usage(4, 8));
+        // The quoted one last: still ignored.
+        let quoted_last = br#"{"usage":{"prompt_tokens":4,"completion_tokens":8},"note":"{\"usage\":{\"prompt_tokens\":999}}"}"#;
+        assert_eq!(scan(quoted_last), usage(4, 8));
+        // A nested object with a usage key after the top-level one.
+        let nested = br#"{"usage":{"prompt_tokens":4,"completion_tokens":8},"tool":{"result":{"usage":{"prompt_tokens":999}}}}"#;
+        assert_eq!(scan(nested), usage(4, 8));
+        // Only a nested one: nothing.
+        assert_eq!(scan(br#"{"a":{"b":{"usage":{"prompt_tokens":1}}}}"#), None);
+        // A key that ends in `"usage` (its first quote escaped) is not `usage`.
+        let escaped = br#"{"usage":{"prompt_tokens":2,"completion_tokens":3},"say \"usage":{"prompt_tokens":999}}"#;
+        assert_eq!(scan(escaped), usage(2, 3));
+    }
+
+    /// The tail keeps at least KEEP bytes and drops older chunks beyond that.
+    #[test]
+    fn tail_is_bounded() {
+        let mut tail = Tail::default();
+        let chunk = Bytes::from(vec![b'a'; 1000]);
+        for _ in 0..100 {
+            tail.push(&chunk);
+        }
+        let kept = tail.earlier_len + 1000;
+        assert!((KEEP..KEEP + 1000).contains(&kept), "{kept}");
+        assert!(tail.earlier.len() <= MAX_CHUNKS + 1);
+    }
+}
