@@ -23,6 +23,7 @@ use crate::pipeline::Shared;
 use crate::reload::Reloader;
 use crate::stage::auth;
 
+mod access;
 mod config;
 mod endpoints;
 mod logs;
@@ -52,6 +53,7 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .merge(endpoints::routes())
         .merge(config::routes())
+        .merge(access::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
