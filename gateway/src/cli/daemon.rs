@@ -13,7 +13,7 @@ pub async fn reload(client: &AdminClient, json: bool) -> Result<(), CliError> {
     if json {
         print_json(&answer);
     } else {
-        print!("{}", reload_report(&answer));
+        out!("{}", reload_report(&answer));
     }
     Ok(())
 }
@@ -67,12 +67,12 @@ pub async fn config(client: &AdminClient, json: bool) -> Result<(), CliError> {
     let mut config = answer["config"].clone();
     drop_nulls(&mut config);
     if let Some(path) = answer["path"].as_str() {
-        println!("# in force, from {path} (secrets redacted)");
+        outln!("# in force, from {path} (secrets redacted)");
     } else {
-        println!("# in force (secrets redacted)");
+        outln!("# in force (secrets redacted)");
     }
     match toml::to_string(&config) {
-        Ok(text) => print!("{text}"),
+        Ok(text) => out!("{text}"),
         // A shape TOML cannot hold: the JSON says the same.
         Err(_) => print_json(&config),
     }

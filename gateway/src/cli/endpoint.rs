@@ -83,9 +83,6 @@ pub enum EndpointCommand {
 
 /// `portico endpoint update-scaling ID [--min N] …`: at least one setting is required.
 #[derive(Debug, Args)]
-#[group(id = "setting", required = true, multiple = true, args = [
-    "min", "max", "metric", "custom_metric", "target", "idle_timeout", "cooldown",
-])]
 pub struct ScalingArgs {
     /// The endpoint.
     pub id: String,
@@ -113,8 +110,8 @@ pub struct ScalingArgs {
 }
 
 impl ScalingArgs {
-    /// The PATCH body: exactly the settings given.
-    pub fn body(&self) -> Value {
+    /// The PATCH body: exactly the settings given; none is a usage error.
+    pub fn body(&self) -> Result<Value, CliError> {
         let mut body = Map::new();
         let mut set = |key: &str, value: Option<Value>| {
             if let Some(value) = value {
@@ -128,7 +125,14 @@ impl ScalingArgs {
         set("target", self.target.map(Value::from));
         set("idle_timeout_seconds", self.idle_timeout.map(Value::from));
         set("initial_cooldown_seconds", self.cooldown.map(Value::from));
-        Value::Object(body)
+        if body.is_empty() {
+            return Err(CliError::Usage(
+                "update-scaling needs at least one of --min, --max, --metric, --custom-metric, \
+                 --target, --idle-timeout, --cooldown"
+                    .into(),
+            ));
+        }
+        Ok(Value::Object(body))
     }
 }
 
@@ -139,19 +143,19 @@ pub async fn execute(
     json: bool,
 ) -> Result<(), CliError> {
     let path = |id: &str, rest: &str| format!("/admin/endpoints/{}{rest}", segment(id));
-    let status = |answer: &Value| println!("{}", view::status_line(answer));
+    let status = |answer: &Value| outln!("{}", view::status_line(answer));
     match command {
         EndpointCommand::List => {
             let answer = client.get("/admin/endpoints", &[]).await?;
             show(&answer, json, |answer| {
                 let endpoints = answer["endpoints"].as_array().cloned().unwrap_or_default();
-                print!("{}", view::endpoint_table(&endpoints));
+                out!("{}", view::endpoint_table(&endpoints));
             });
         }
         EndpointCommand::Get { id } => {
             let answer = client.get(&path(id, ""), &[]).await?;
             show(&answer, json, |answer| {
-                print!("{}", view::endpoint_detail(answer))
+                out!("{}", view::endpoint_detail(answer))
             });
         }
         EndpointCommand::Scale { id, workers } => {
@@ -174,17 +178,17 @@ pub async fn execute(
         EndpointCommand::Restart { id } => {
             let answer = client.post(&path(id, "/restart"), None).await?;
             show(&answer, json, |answer| {
-                println!("rolling restart of {id} started");
+                outln!("rolling restart of {id} started");
                 status(answer);
             });
         }
         EndpointCommand::UpdateScaling(args) => {
             let answer = client
-                .patch(&path(&args.id, "/scaling"), &args.body())
+                .patch(&path(&args.id, "/scaling"), &args.body()?)
                 .await?;
             show(&answer, json, |answer| {
-                println!("{}: scaling settings updated\n", args.id);
-                print!("{}", view::endpoint_detail(answer));
+                outln!("{}: scaling settings updated\n", args.id);
+                out!("{}", view::endpoint_detail(answer));
             });
         }
         EndpointCommand::Events { id, since, limit } => {
@@ -199,9 +203,9 @@ pub async fn execute(
             show(&answer, json, |answer| {
                 let events = answer["events"].as_array().cloned().unwrap_or_default();
                 if events.is_empty() {
-                    println!("no events");
+                    outln!("no events");
                 } else {
-                    print!("{}", view::events_table(&events));
+                    out!("{}", view::events_table(&events));
                 }
             });
         }
@@ -210,11 +214,11 @@ pub async fn execute(
             let query = [("hours", hours.to_string())];
             let answer = client.get(&path(id, "/access/hourly"), &query).await?;
             show(&answer, json, |answer| {
-                print!("{}", usage::hours_table(answer));
+                out!("{}", usage::hours_table(answer));
                 let callers = usage::callers_table(answer);
                 if !callers.is_empty() {
-                    println!();
-                    print!("{callers}");
+                    outln!();
+                    out!("{callers}");
                 }
             });
         }
@@ -238,17 +242,18 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
-    fn scaling(args: &[&str]) -> Result<Value, clap::Error> {
+    fn scaling(args: &[&str]) -> Result<Value, CliError> {
         let cli = Cli::try_parse_from(
             ["portico", "endpoint", "update-scaling", "e1"]
                 .iter()
                 .chain(args),
-        )?;
+        )
+        .unwrap();
         match cli.command {
             Command::Endpoint(EndpointArgs {
                 command: EndpointCommand::UpdateScaling(args),
                 ..
-            }) => Ok(args.body()),
+            }) => args.body(),
             other => panic!("{other:?}"),
         }
     }

@@ -76,7 +76,7 @@ pub async fn logs(client: &AdminClient, args: &LogsArgs, json: bool) -> Result<(
             super::print_json(&answer);
         } else {
             for line in answer["lines"].as_array().into_iter().flatten() {
-                println!("{}", line_text(line));
+                outln!("{}", line_text(line));
             }
         }
         return Ok(());

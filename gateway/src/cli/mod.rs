@@ -18,6 +18,23 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::token;
 
+/// `print!` that stays quiet when stdout is closed (`portico endpoint list | head -1`): the
+/// reader has seen enough, and a panic would be noise.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` that stays quiet when stdout is closed, like [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod admin;
 mod daemon;
 mod endpoint;
@@ -179,7 +196,7 @@ pub fn operate(options: &AdminOptions, operation: Operation<'_>) -> ExitCode {
 /// Prints an API answer as pretty JSON.
 fn print_json(answer: &Value) {
     // Serializing a `Value` cannot fail: its map keys are strings.
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(answer).unwrap_or_else(|_| answer.to_string())
     );
