@@ -30,6 +30,7 @@ fn reload_report(answer: &Value) -> String {
                     other => vec![super::view::cell(other)],
                 };
                 if !ids.is_empty() {
+                    let change = change.replace('_', " ");
                     let _ = writeln!(out, "  endpoints {change}: {}", ids.join(", "));
                 }
             }
@@ -39,7 +40,7 @@ fn reload_report(answer: &Value) -> String {
             let _ = writeln!(out, "  endpoints updated: {count}");
         }
     }
-    if let Some(count) = answer["certificates"].as_u64() {
+    if let Some(count) = answer["certificates"].as_u64().filter(|n| *n > 0) {
         let _ = writeln!(out, "  certificates replaced: {count}");
     }
     let waiting: Vec<&Value> = answer["needs_restart"]
@@ -101,17 +102,17 @@ mod tests {
     #[test]
     fn reload_reports() {
         let counted = reload_report(&json!({"reloaded": true, "endpoints": 2,
-            "certificates": 0, "needs_restart": ["listener public: address"]}));
+            "certificates": 1, "needs_restart": ["listener public: address"]}));
         assert_eq!(
             counted,
-            "configuration reloaded\n  endpoints updated: 2\n  certificates replaced: 0\n\
+            "configuration reloaded\n  endpoints updated: 2\n  certificates replaced: 1\n\
              these changes take effect only after a restart:\n  listener public: address\n"
         );
         let listed = reload_report(&json!({"reloaded": true,
-            "endpoints": {"added": ["e2"], "removed": [], "updated": ["e1", "e3"]}}));
+            "endpoints": {"added": ["e2"], "removed": [], "scaling_updated": ["e1", "e3"]}}));
         assert_eq!(
             listed,
-            "configuration reloaded\n  endpoints added: e2\n  endpoints updated: e1, e3\n"
+            "configuration reloaded\n  endpoints added: e2\n  endpoints scaling updated: e1, e3\n"
         );
     }
 

@@ -216,7 +216,8 @@ pub fn events_table(events: &[Value]) -> Table {
     let mut table = Table::new(&["SEQ", "TIME", "TYPE", "MESSAGE"]);
     for event in events {
         let mut message = cell(&event["message"]);
-        if let Some(reason) = event["reason"].as_str() {
+        // The reason, unless the message already tells it.
+        if let Some(reason) = event["reason"].as_str().filter(|r| !message.contains(r)) {
             let _ = write!(message, " [{reason}]");
         }
         table.row(vec![
