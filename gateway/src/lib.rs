@@ -33,6 +33,7 @@
 pub mod access;
 pub mod accesslog;
 pub mod admin;
+pub mod alerts;
 pub mod body;
 pub mod cli;
 pub mod config;

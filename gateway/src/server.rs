@@ -120,6 +120,8 @@ pub async fn run(
         config.server.grace_period,
     )
     .await?;
+    // Alerts: rules evaluated on this (control) runtime; the admin API shows their state.
+    let alerts = crate::alerts::start(Arc::clone(&shared), &config, stop_rx.clone());
     let data_threads = dataplane::start(
         Arc::clone(&shared),
         data,
@@ -138,6 +140,7 @@ pub async fn run(
         Arc::clone(&shared),
         prometheus,
         Arc::clone(&reloader),
+        Arc::clone(&alerts),
         stop_rx,
     ));
     if config.server.admin_token_sha256.is_none() && !config.server.admin_listen.ip().is_loopback()

@@ -24,6 +24,7 @@ use crate::reload::Reloader;
 use crate::stage::auth;
 
 mod access;
+mod alerts;
 mod config;
 mod endpoints;
 mod logs;
@@ -34,6 +35,7 @@ struct Admin {
     shared: Arc<Shared>,
     metrics: PrometheusHandle,
     reloader: Arc<Reloader>,
+    alerts: Arc<crate::alerts::AlertBoard>,
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -42,6 +44,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     metrics: PrometheusHandle,
     reloader: Arc<Reloader>,
+    alerts: Arc<crate::alerts::AlertBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -53,6 +56,7 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .merge(endpoints::routes())
         .merge(config::routes())
+        .merge(alerts::routes())
         .merge(access::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -63,6 +67,7 @@ pub async fn serve(
             shared,
             metrics,
             reloader,
+            alerts,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -29,6 +29,12 @@ pub struct FileConfig {
     pub security_group: Vec<FileSecurityGroup>,
     /// `[[endpoint]]`: the model endpoints.
     pub endpoint: Vec<FileEndpoint>,
+    /// `[[alert]]`: alert rules over endpoint metrics.
+    pub alert: Vec<FileAlert>,
+    /// `[alerts]`: where alerts are sent and how often rules are evaluated.
+    pub alerts: FileAlerts,
+    /// `[smtp]`: the mail server alert e-mails go through; present = e-mail configured.
+    pub smtp: Option<FileSmtp>,
 }
 
 /// `[server]`.
@@ -467,6 +473,90 @@ impl Default for FileAsync {
             webhook_allow: Vec::new(),
             queue: "embedded".into(),
             reclaim_after_seconds: 30,
+        }
+    }
+}
+
+/// One `[[alert]]`: a condition on one endpoint metric, held for a while, that notifies.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+pub struct FileAlert {
+    /// Alert name, unique; appears in notifications and metric labels. Required.
+    pub name: String,
+    /// An endpoint id, or `*` for every endpoint (each evaluated on its own). Required.
+    pub endpoint: String,
+    /// `error_rate`, `p95_latency_ms`, `pending_requests`, `async_queue_depth`,
+    /// `ready_workers` or `worker_restarts`. Required.
+    pub metric: String,
+    /// `>`, `>=`, `<`, `<=` or `==`. Required.
+    pub operator: String,
+    /// The value the metric is compared with. Required.
+    pub threshold: Option<f64>,
+    /// How long the condition must hold before the alert fires. Default 0.
+    pub for_seconds: u64,
+    /// `webhook` and/or `email`. Default: every configured channel.
+    pub notify: Option<Vec<String>>,
+    /// `error_rate` only: fewer requests than this in the last minute → not evaluated.
+    /// Default 10.
+    pub min_requests: Option<u64>,
+}
+
+/// `[alerts]`: notification channels and the evaluation period.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+pub struct FileAlerts {
+    /// http(s) URL that receives a JSON POST per firing and resolved alert. Default: none.
+    pub webhook_url: Option<String>,
+    /// How long one webhook call may take. Default 10.
+    pub webhook_timeout_seconds: u64,
+    /// Recipients of alert e-mails (needs `[smtp]`). Default `[]`.
+    pub email_to: Vec<String>,
+    /// Time between two evaluations of every rule. Default 5.
+    pub evaluate_every_seconds: u64,
+}
+
+impl Default for FileAlerts {
+    fn default() -> FileAlerts {
+        FileAlerts {
+            webhook_url: None,
+            webhook_timeout_seconds: 10,
+            email_to: Vec::new(),
+            evaluate_every_seconds: 5,
+        }
+    }
+}
+
+/// `[smtp]`: the mail server for alert e-mails.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+pub struct FileSmtp {
+    /// Server host name or address. Required.
+    pub host: String,
+    /// Server port. Default 587.
+    pub port: u64,
+    /// Sender mailbox, e.g. `Portico <alerts@example.com>`. Required.
+    pub from: String,
+    /// Login name; needs `password`. Default: none (no authentication).
+    pub username: Option<String>,
+    /// Login password; needs `username`. Default: none.
+    pub password: Option<String>,
+    /// `required`, `opportunistic`, `off` (STARTTLS) or `implicit` (TLS from the first
+    /// byte, port 465). Default `required`.
+    pub starttls: String,
+    /// Connecting and each SMTP exchange. Default 10.
+    pub timeout_seconds: u64,
+}
+
+impl Default for FileSmtp {
+    fn default() -> FileSmtp {
+        FileSmtp {
+            host: String::new(),
+            port: 587,
+            from: String::new(),
+            username: None,
+            password: None,
+            starttls: "required".into(),
+            timeout_seconds: 10,
         }
     }
 }

@@ -28,6 +28,7 @@ use ipfilter::{Cidr, PortRange, Source};
 use scaler::ScalingSettings;
 
 pub use file::FileConfig;
+pub(crate) use validate::scaling_settings;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,8 @@ pub struct Config {
     pub security_groups: Vec<SecurityGroup>,
     /// `[[endpoint]]`, in file order.
     pub endpoints: Vec<Endpoint>,
+    /// `[[alert]]` rules, `[alerts]` channels and `[smtp]` (no rules when absent).
+    pub alerts: Alerts,
     /// What was accepted but probably not meant (a CIDR block with host bits set), each
     /// named by its key path; `portico validate` and start-up report them.
     pub warnings: Vec<Problem>,
@@ -431,4 +434,226 @@ pub enum QueueBackend {
     Embedded,
     /// Redis Streams at this `redis://` or `rediss://` URL.
     Redis(String),
+}
+
+/// Alerting: the `[[alert]]` rules, the `[alerts]` channels and the `[smtp]` server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerts {
+    /// `[[alert]]`, in file order.
+    pub rules: Vec<AlertRule>,
+    /// `[alerts].webhook_url`: where firing and resolved notifications are POSTed.
+    pub webhook_url: Option<http::Uri>,
+    /// How long one webhook call may take.
+    pub webhook_timeout: Duration,
+    /// `[alerts].email_to`: recipients of alert e-mails (non-empty only with `smtp`).
+    pub email_to: Vec<lettre::message::Mailbox>,
+    /// Time between two evaluations of every rule.
+    pub evaluate_every: Duration,
+    /// `[smtp]`, when configured.
+    pub smtp: Option<Smtp>,
+}
+
+impl Default for Alerts {
+    fn default() -> Alerts {
+        Alerts {
+            rules: Vec::new(),
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(10),
+            email_to: Vec::new(),
+            evaluate_every: Duration::from_secs(5),
+            smtp: None,
+        }
+    }
+}
+
+/// One `[[alert]]` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// Unique name, as in notifications and `portico_alert_firing{alert}`.
+    pub name: String,
+    /// The endpoint watched: one, or each of them separately.
+    pub endpoint: AlertScope,
+    /// The value compared.
+    pub metric: AlertMetric,
+    /// How it is compared.
+    pub operator: AlertOperator,
+    /// What it is compared with.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires (zero: at once).
+    pub for_: Duration,
+    /// Channels notified when it fires and resolves (none: admin API and metrics only).
+    pub notify: Vec<AlertChannel>,
+    /// `error_rate`: fewer requests than this in the last minute → not evaluated.
+    pub min_requests: u64,
+}
+
+/// Which endpoints a rule watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertScope {
+    /// `*`: every endpoint, each with its own state.
+    Each,
+    /// One endpoint, by id.
+    Endpoint(String),
+}
+
+impl AlertScope {
+    /// Whether the rule watches the endpoint with this id.
+    pub fn covers(&self, id: &str) -> bool {
+        match self {
+            AlertScope::Each => true,
+            AlertScope::Endpoint(own) => own == id,
+        }
+    }
+}
+
+/// An endpoint metric an alert can watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertMetric {
+    /// Share of the last minute's requests answered 5xx (0..=1).
+    ErrorRate,
+    /// 95th percentile of the last minute's request durations, in milliseconds.
+    P95LatencyMs,
+    /// Requests held now while no worker is ready.
+    PendingRequests,
+    /// Async jobs waiting or running now.
+    AsyncQueueDepth,
+    /// Workers that may take a request now.
+    ReadyWorkers,
+    /// Replica restarts (after a crash or failed start) in the last five minutes.
+    WorkerRestarts,
+}
+
+impl AlertMetric {
+    /// Every metric, in the order the docs list them.
+    pub const ALL: [AlertMetric; 6] = [
+        AlertMetric::ErrorRate,
+        AlertMetric::P95LatencyMs,
+        AlertMetric::PendingRequests,
+        AlertMetric::AsyncQueueDepth,
+        AlertMetric::ReadyWorkers,
+        AlertMetric::WorkerRestarts,
+    ];
+
+    /// The name used in the config file and notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertMetric::ErrorRate => "error_rate",
+            AlertMetric::P95LatencyMs => "p95_latency_ms",
+            AlertMetric::PendingRequests => "pending_requests",
+            AlertMetric::AsyncQueueDepth => "async_queue_depth",
+            AlertMetric::ReadyWorkers => "ready_workers",
+            AlertMetric::WorkerRestarts => "worker_restarts",
+        }
+    }
+}
+
+/// How a metric is compared with a rule's threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertOperator {
+    /// `>`
+    Above,
+    /// `>=`
+    AtLeast,
+    /// `<`
+    Below,
+    /// `<=`
+    AtMost,
+    /// `==`
+    Equal,
+}
+
+impl AlertOperator {
+    /// Every operator.
+    pub const ALL: [AlertOperator; 5] = [
+        AlertOperator::Above,
+        AlertOperator::AtLeast,
+        AlertOperator::Below,
+        AlertOperator::AtMost,
+        AlertOperator::Equal,
+    ];
+
+    /// The operator as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertOperator::Above => ">",
+            AlertOperator::AtLeast => ">=",
+            AlertOperator::Below => "<",
+            AlertOperator::AtMost => "<=",
+            AlertOperator::Equal => "==",
+        }
+    }
+
+    /// Whether `value` breaches `threshold`.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            AlertOperator::Above => value > threshold,
+            AlertOperator::AtLeast => value >= threshold,
+            AlertOperator::Below => value < threshold,
+            AlertOperator::AtMost => value <= threshold,
+            AlertOperator::Equal => value == threshold,
+        }
+    }
+}
+
+/// Where an alert's notifications go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertChannel {
+    /// A JSON POST to `[alerts].webhook_url`.
+    Webhook,
+    /// An e-mail to `[alerts].email_to` through `[smtp]`.
+    Email,
+}
+
+impl AlertChannel {
+    /// The channel's name in the config file and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertChannel::Webhook => "webhook",
+            AlertChannel::Email => "email",
+        }
+    }
+}
+
+/// `[smtp]`: the mail server alert e-mails go through.
+#[derive(Clone, PartialEq)]
+pub struct Smtp {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Sender mailbox.
+    pub from: lettre::message::Mailbox,
+    /// Login name and password, when the server wants them.
+    pub credentials: Option<(String, String)>,
+    /// How the connection is encrypted.
+    pub tls: SmtpTls,
+    /// Connecting and each SMTP exchange.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for Smtp {
+    /// Like a derived `Debug`, with the password left out (configs get logged).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `[smtp].starttls`: how the connection to the mail server is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// STARTTLS, and no mail without it (`required`).
+    Required,
+    /// STARTTLS when the server offers it, plain text otherwise (`opportunistic`).
+    Opportunistic,
+    /// Plain text (`off`): only for a relay on a trusted network.
+    Off,
+    /// TLS from the first byte (`implicit`, usually port 465).
+    Implicit,
 }

@@ -15,13 +15,16 @@ use super::file::FileConfig;
 use super::validate::{element_label, path_key};
 
 /// Top-level keys, in the order problems are reported.
-const TOP_LEVEL: [&str; 6] = [
+const TOP_LEVEL: [&str; 9] = [
     "server",
     "listener",
     "object_store",
     "project",
     "security_group",
     "endpoint",
+    "alert",
+    "alerts",
+    "smtp",
 ];
 
 /// What parsing left out of the [`FileConfig`], so that validation labels elements by their
@@ -36,6 +39,8 @@ pub(crate) struct Origin {
     pub security_group: Vec<usize>,
     /// Same for `[[endpoint]]`.
     pub endpoint: Vec<usize>,
+    /// Same for `[[alert]]`.
+    pub alert: Vec<usize>,
     /// Elements dropped by a parse error, as (array, id as written); references to them
     /// are not reported as unknown.
     pub dropped: Vec<(&'static str, String)>,
@@ -151,6 +156,21 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, Problem> {
         let (items, positions) = out.array(value, "endpoint", "id");
         out.file.endpoint = items;
         out.origin.endpoint = positions;
+    }
+    if let Some(value) = table.remove("alert") {
+        let (items, positions) = out.array(value, "alert", "name");
+        out.file.alert = items;
+        out.origin.alert = positions;
+    }
+    if let Some(value) = table.remove("alerts")
+        && let Some(alerts) = de(value, "alerts", &mut out)
+    {
+        out.file.alerts = alerts;
+    }
+    if let Some(value) = table.remove("smtp")
+        && let Some(smtp) = de(value, "smtp", &mut out)
+    {
+        out.file.smtp = Some(smtp);
     }
     Ok(out)
 }

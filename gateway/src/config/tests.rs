@@ -1344,3 +1344,286 @@ fn websocket_settings_are_checked() {
         ),
     ]);
 }
+
+const ALERTS_OK: &str = r#"
+[[alert]]
+name = "high-errors"
+endpoint = "e1"
+metric = "error_rate"
+operator = ">"
+threshold = 0.05
+for_seconds = 120
+min_requests = 20
+
+[[alert]]
+name = "no-workers"
+endpoint = "*"
+metric = "ready_workers"
+operator = "<"
+threshold = 1
+notify = ["email"]
+
+[alerts]
+webhook_url = "https://hooks.example.com/portico"
+email_to = ["oncall@example.com", "Ops <ops@example.com>"]
+evaluate_every_seconds = 2
+
+[smtp]
+host = "smtp.example.com"
+from = "Portico <alerts@example.com>"
+username = "portico"
+password = "secret"
+"#;
+
+/// `[[alert]]`, `[alerts]` and `[smtp]` load into typed values with their defaults.
+#[test]
+fn alerts_load_with_typed_values() {
+    let config = load(&tables(ALERTS_OK)).unwrap();
+    let alerts = &config.alerts;
+    assert_eq!(alerts.evaluate_every, Duration::from_secs(2));
+    assert_eq!(alerts.webhook_timeout, Duration::from_secs(10));
+    assert_eq!(
+        alerts
+            .webhook_url
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("https://hooks.example.com/portico")
+    );
+    assert_eq!(alerts.email_to.len(), 2);
+    assert_eq!(alerts.email_to[1].email.to_string(), "ops@example.com");
+    assert_eq!(
+        alerts.rules[0],
+        AlertRule {
+            name: "high-errors".into(),
+            endpoint: AlertScope::Endpoint("e1".into()),
+            metric: AlertMetric::ErrorRate,
+            operator: AlertOperator::Above,
+            threshold: 0.05,
+            for_: Duration::from_secs(120),
+            notify: vec![AlertChannel::Webhook, AlertChannel::Email],
+            min_requests: 20,
+        }
+    );
+    let second = &alerts.rules[1];
+    assert_eq!(second.endpoint, AlertScope::Each);
+    assert!(second.endpoint.covers("anything"));
+    assert_eq!(second.operator, AlertOperator::Below);
+    assert_eq!(second.threshold, 1.0);
+    assert_eq!(second.for_, Duration::ZERO);
+    assert_eq!(second.notify, [AlertChannel::Email]);
+    assert_eq!(second.min_requests, 10);
+    let smtp = alerts.smtp.as_ref().unwrap();
+    assert_eq!(smtp.host, "smtp.example.com");
+    assert_eq!(smtp.port, 587);
+    assert_eq!(smtp.tls, SmtpTls::Required);
+    assert_eq!(smtp.timeout, Duration::from_secs(10));
+    assert_eq!(
+        smtp.credentials,
+        Some(("portico".to_string(), "secret".to_string()))
+    );
+    assert_eq!(smtp.from.email.to_string(), "alerts@example.com");
+    // The password stays out of logs.
+    assert!(!format!("{smtp:?}").contains("secret"));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+/// Without any alert keys there are no rules and the defaults stand.
+#[test]
+fn alerts_default_when_absent() {
+    let config = load(&tables("")).unwrap();
+    assert_eq!(config.alerts, Alerts::default());
+    assert_eq!(config.alerts.evaluate_every, Duration::from_secs(5));
+    assert!(config.alerts.smtp.is_none());
+}
+
+/// A rule with no channel configured loads, with a warning that it only shows in the
+/// admin API; every operator and metric name is accepted.
+#[test]
+fn alert_without_channels_warns_and_every_name_parses() {
+    for metric in AlertMetric::ALL {
+        for operator in AlertOperator::ALL {
+            let async_table = if metric == AlertMetric::AsyncQueueDepth {
+                "[endpoint.async]\nroutes = [\"/v1/x\"]\n"
+            } else {
+                ""
+            };
+            let text = tables(&format!(
+                "{async_table}\n[[alert]]\nname = \"a\"\nendpoint = \"e1\"\nmetric = \"{}\"\n\
+                 operator = \"{}\"\nthreshold = 1",
+                metric.as_str(),
+                operator.as_str()
+            ));
+            let config = load(&text).unwrap_or_else(|err| panic!("{text}\n{err}"));
+            assert_eq!(config.alerts.rules[0].metric, metric);
+            assert_eq!(config.alerts.rules[0].operator, operator);
+            assert!(config.alerts.rules[0].notify.is_empty());
+            assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+            assert_eq!(config.warnings[0].path, "alert[a].notify");
+        }
+    }
+}
+
+/// Every mistake in alert rules, `[alerts]` and `[smtp]` is named by its key path.
+#[test]
+fn rejects_bad_alerts() {
+    let rule = |extra: &str| {
+        tables(&format!(
+            "[[alert]]\nname = \"r\"\nendpoint = \"e1\"\nmetric = \"error_rate\"\n\
+             operator = \">\"\nthreshold = 0.5\n{extra}"
+        ))
+    };
+    let with_webhook = "[alerts]\nwebhook_url = \"http://127.0.0.1:1/hook\"";
+    let smtp = "[smtp]\nhost = \"127.0.0.1\"\nfrom = \"a@example.com\"";
+    assert_cases(&[
+        (
+            tables("[[alert]]\nthreshold = 1"),
+            &[
+                "alert[#1].name",
+                "alert[#1].endpoint",
+                "alert[#1].metric",
+                "alert[#1].operator",
+            ],
+        ),
+        (
+            tables(
+                "[[alert]]\nname = \"x\"\nendpoint = \"e1\"\nmetric = \"rps\"\noperator = \"!=\"",
+            ),
+            &["alert[x].metric", "alert[x].operator", "alert[x].threshold"],
+        ),
+        (
+            rule("").replace("name = \"r\"", "name = \"bad name\""),
+            &["alert[#1].name"],
+        ),
+        (
+            format!(
+                "{}\n[[alert]]\nname = \"r\"\nendpoint = \"*\"\nmetric = \"ready_workers\"\noperator = \"<\"\nthreshold = 1",
+                rule("")
+            ),
+            &["alert[r].name"],
+        ),
+        (
+            rule("").replace("endpoint = \"e1\"", "endpoint = \"e9\""),
+            &["alert[r].endpoint"],
+        ),
+        (rule("").replace("0.5", "5"), &["alert[r].threshold"]),
+        (
+            rule("")
+                .replace("error_rate", "pending_requests")
+                .replace("0.5", "-1"),
+            &["alert[r].threshold"],
+        ),
+        (rule("min_requests = 0"), &["alert[r].min_requests"]),
+        (
+            rule("min_requests = 5").replace("error_rate", "ready_workers"),
+            &["alert[r].min_requests"],
+        ),
+        (
+            rule("").replace("error_rate", "async_queue_depth"),
+            &["alert[r].metric"],
+        ),
+        (rule("notify = [\"webhook\"]"), &["alert[r].notify[0]"]),
+        (rule("notify = [\"email\"]"), &["alert[r].notify[0]"]),
+        (
+            rule(
+                "notify = [\"email\"]
+[alerts]
+email_to = [\"a@example.com\"]",
+            ),
+            &["alert[r].notify[0]", "alerts.email_to"],
+        ),
+        (
+            rule(&format!("notify = [\"email\"]\n{smtp}")),
+            &["alert[r].notify[0]"],
+        ),
+        (
+            rule(&format!(
+                "notify = [\"webhook\", \"webhook\", \"pager\"]\n{with_webhook}"
+            )),
+            &["alert[r].notify[1]", "alert[r].notify[2]"],
+        ),
+        (rule("colour = \"red\""), &["alert[r].colour"]),
+        (rule("for_seconds = -1"), &["alert[r].for_seconds"]),
+        (
+            tables(
+                "[alerts]\nwebhook_url = \"ftp://x\"\nevaluate_every_seconds = 0\nwebhook_timeout_seconds = 0\nemail_to = [\"nobody\"]\nsms = 1",
+            ),
+            &[
+                "alerts.webhook_url",
+                "alerts.evaluate_every_seconds",
+                "alerts.webhook_timeout_seconds",
+                "alerts.email_to[0]",
+                "alerts.email_to",
+                "alerts.sms",
+            ],
+        ),
+        (
+            tables(&format!(
+                "[alerts]\nemail_to = [\"a@example.com\", \"A <a@example.com>\"]\n{smtp}"
+            )),
+            &["alerts.email_to[1]"],
+        ),
+        (
+            tables(
+                "[smtp]\nport = 70000\nstarttls = \"maybe\"\ntimeout_seconds = 0\nusername = \"u\"\ntls = true",
+            ),
+            &[
+                "smtp.host",
+                "smtp.from",
+                "smtp.port",
+                "smtp.starttls",
+                "smtp.timeout_seconds",
+                "smtp.password",
+                "smtp.tls",
+            ],
+        ),
+        (
+            tables("[smtp]\nhost = \"mail example\"\nfrom = \"not an address\"\npassword = \"p\""),
+            &["smtp.host", "smtp.from", "smtp.username"],
+        ),
+        (head("smtp = 5"), &["smtp"]),
+        (head("alert = 5"), &["alert"]),
+    ]);
+}
+
+/// Alert problems print with their key path and a useful message.
+#[test]
+fn alert_problems_say_what_is_wrong() {
+    let text = tables(
+        "[[alert]]\nname = \"r\"\nendpoint = \"e9\"\nmetric = \"error_rate\"\noperator = \">\"\n\
+         threshold = 5\nnotify = [\"webhook\"]",
+    );
+    let problems = problems(&text);
+    for expected in [
+        "alert[r].endpoint: unknown endpoint `e9` (defined: e1)",
+        "alert[r].threshold: 5 is out of range: error_rate is a fraction 0..=1",
+        "alert[r].notify[0]: \"webhook\" needs [alerts].webhook_url",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {problems:#?}"
+        );
+    }
+}
+
+/// `starttls` takes each of its modes; off with a password warns.
+#[test]
+fn smtp_tls_modes() {
+    for (text, mode) in [
+        ("required", SmtpTls::Required),
+        ("opportunistic", SmtpTls::Opportunistic),
+        ("off", SmtpTls::Off),
+        ("implicit", SmtpTls::Implicit),
+    ] {
+        let config = load(&tables(&format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = 2525\nfrom = \"a@example.com\"\nstarttls = \"{text}\"\n\
+             username = \"u\"\npassword = \"p\""
+        )))
+        .unwrap();
+        let smtp = config.alerts.smtp.unwrap();
+        assert_eq!(smtp.tls, mode);
+        assert_eq!(smtp.port, 2525);
+        let warned = config.warnings.iter().any(|w| w.path == "smtp.starttls");
+        assert_eq!(warned, mode == SmtpTls::Off);
+    }
+}

@@ -13,14 +13,15 @@ use ipfilter::{Cidr, PortRange, Source};
 use scaler::{Metric, ScalingSettings};
 
 use super::file::{
-    FileAsync, FileConfig, FileEndpoint, FileHealth, FileInboundRule, FileListener,
-    FileObjectStore, FileProject, FileScaling, FileSecurityGroup, FileServer, FileTimeouts,
-    FileWebSocket, FileWorkers,
+    FileAlert, FileAlerts, FileAsync, FileConfig, FileEndpoint, FileHealth, FileInboundRule,
+    FileListener, FileObjectStore, FileProject, FileScaling, FileSecurityGroup, FileServer,
+    FileSmtp, FileTimeouts, FileWebSocket, FileWorkers,
 };
 use super::parse::Origin;
 use super::{
-    AsyncSettings, Balance, BalanceStrategy, Config, Endpoint, Health, InboundRule, Listener,
-    ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Timeouts, Tls, Token,
+    AlertChannel, AlertMetric, AlertOperator, AlertRule, AlertScope, Alerts, AsyncSettings,
+    Balance, BalanceStrategy, Config, Endpoint, Health, InboundRule, Listener, ObjectStore,
+    Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls, Timeouts, Tls, Token,
     WebSocket, WorkerKind, WorkerProtocol, Workers,
 };
 
@@ -153,6 +154,7 @@ impl Check<'_> {
             security_groups: file.security_group.iter().map(|g| g.id.clone()).collect(),
         };
         let endpoints = self.endpoints(&file.endpoint, &known);
+        let alerts = self.alerts(file);
         Some(Config {
             server: server?,
             listeners: listeners.into_iter().collect::<Option<_>>()?,
@@ -160,6 +162,7 @@ impl Check<'_> {
             projects: projects.into_iter().collect::<Option<_>>()?,
             security_groups: security_groups.into_iter().collect::<Option<_>>()?,
             endpoints: endpoints.into_iter().collect::<Option<_>>()?,
+            alerts: alerts?,
             warnings: Vec::new(),
             source: toml::Table::new(),
         })
@@ -1046,6 +1049,383 @@ impl Check<'_> {
                 format!("`{text}` must be \"embedded\" or a redis:// or rediss:// URL with a host"),
             );
             None
+        }
+    }
+
+    // ---- [[alert]], [alerts], [smtp] --------------------------------------------------------
+
+    fn alerts(&mut self, file: &FileConfig) -> Option<Alerts> {
+        let smtp = file.smtp.as_ref().map(|smtp| self.smtp(smtp));
+        let channels = self.alert_channels(&file.alerts, file.smtp.is_some());
+        // Channels the rules may use: configured, or lost to a parse error (then a rule
+        // naming one is not reported again).
+        let mut usable = Vec::new();
+        if file.alerts.webhook_url.is_some() || self.origin.covers("alerts.webhook_url") {
+            usable.push(AlertChannel::Webhook);
+        }
+        let smtp_lost = self.origin.covers("smtp");
+        if (!file.alerts.email_to.is_empty() || self.origin.covers("alerts.email_to"))
+            && (file.smtp.is_some() || smtp_lost)
+        {
+            usable.push(AlertChannel::Email);
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::new();
+        for (i, rule) in file.alert.iter().enumerate() {
+            let position = Origin::position(&self.origin.alert, i);
+            let prefix = format!("alert{}", element_label(&rule.name, position));
+            self.id(&format!("{prefix}.name"), &rule.name);
+            if is_id(&rule.name) && !names.insert(rule.name.as_str()) {
+                self.bad(
+                    format!("{prefix}.name"),
+                    format!("duplicate: another alert is named `{}`", rule.name),
+                );
+            }
+            rules.push(self.alert_rule(&prefix, rule, &file.endpoint, &file.alerts, &usable));
+        }
+        let mut alerts = channels?;
+        alerts.rules = rules.into_iter().collect::<Option<_>>()?;
+        alerts.smtp = match smtp {
+            None => None,
+            Some(smtp) => Some(smtp?),
+        };
+        Some(alerts)
+    }
+
+    /// `[alerts]`: webhook URL, e-mail recipients, evaluation period (no rules, no smtp yet).
+    fn alert_channels(&mut self, a: &FileAlerts, has_smtp: bool) -> Option<Alerts> {
+        let webhook_url = match &a.webhook_url {
+            None => Some(None),
+            Some(text) => self.http_url("alerts.webhook_url", text).map(Some),
+        };
+        let webhook_timeout =
+            self.seconds("alerts.webhook_timeout_seconds", a.webhook_timeout_seconds);
+        let mut email_to = Vec::new();
+        let mut ok = true;
+        let mut seen = HashSet::new();
+        for (i, text) in a.email_to.iter().enumerate() {
+            let path = format!("alerts.email_to[{i}]");
+            match self.mailbox(&path, text) {
+                Some(mailbox) if !seen.insert(mailbox.email.clone()) => {
+                    self.bad(path, format!("`{}` is listed twice", mailbox.email));
+                    ok = false;
+                }
+                Some(mailbox) => email_to.push(mailbox),
+                None => ok = false,
+            }
+        }
+        if !a.email_to.is_empty() && !has_smtp && !self.origin.covers("smtp") {
+            self.bad(
+                "alerts.email_to",
+                "needs an [smtp] table: the mail server alert e-mails go through",
+            );
+            ok = false;
+        }
+        let evaluate_every =
+            self.seconds("alerts.evaluate_every_seconds", a.evaluate_every_seconds);
+        if !ok {
+            return None;
+        }
+        Some(Alerts {
+            rules: Vec::new(),
+            webhook_url: webhook_url?,
+            webhook_timeout: webhook_timeout?,
+            email_to,
+            evaluate_every: evaluate_every?,
+            smtp: None,
+        })
+    }
+
+    fn alert_rule(
+        &mut self,
+        prefix: &str,
+        rule: &FileAlert,
+        endpoints: &[FileEndpoint],
+        alerts: &FileAlerts,
+        usable: &[AlertChannel],
+    ) -> Option<AlertRule> {
+        let mut ok = true;
+        let metric = match AlertMetric::ALL
+            .into_iter()
+            .find(|m| m.as_str() == rule.metric)
+        {
+            Some(metric) => Some(metric),
+            None => {
+                let names: Vec<String> = AlertMetric::ALL
+                    .iter()
+                    .map(|m| format!("\"{}\"", m.as_str()))
+                    .collect();
+                let message = if rule.metric.is_empty() {
+                    format!("is required: one of {}", names.join(", "))
+                } else {
+                    format!(
+                        "unknown metric \"{}\"; expected one of {}",
+                        rule.metric,
+                        names.join(", ")
+                    )
+                };
+                self.bad(format!("{prefix}.metric"), message);
+                None
+            }
+        };
+        let endpoint = if rule.endpoint == "*" {
+            Some(AlertScope::Each)
+        } else if rule.endpoint.is_empty() {
+            self.bad(
+                format!("{prefix}.endpoint"),
+                "is required: an endpoint id, or \"*\" for each endpoint",
+            );
+            None
+        } else {
+            let known: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+            if self.reference(
+                &format!("{prefix}.endpoint"),
+                &rule.endpoint,
+                "endpoint",
+                &known,
+            ) {
+                let target = endpoints.iter().find(|e| e.id == rule.endpoint);
+                if metric == Some(AlertMetric::AsyncQueueDepth)
+                    && target.is_some_and(|e| e.async_.is_none())
+                {
+                    self.bad(
+                        format!("{prefix}.metric"),
+                        format!(
+                            "\"async_queue_depth\" needs [endpoint.async] on endpoint `{}`",
+                            rule.endpoint
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(AlertScope::Endpoint(rule.endpoint.clone()))
+            } else {
+                None
+            }
+        };
+        let operator = match AlertOperator::ALL
+            .into_iter()
+            .find(|o| o.as_str() == rule.operator)
+        {
+            Some(operator) => Some(operator),
+            None => {
+                let message = if rule.operator.is_empty() {
+                    "is required: one of \">\", \">=\", \"<\", \"<=\", \"==\"".to_string()
+                } else {
+                    format!(
+                        "unknown operator \"{}\"; expected one of \">\", \">=\", \"<\", \"<=\", \"==\"",
+                        rule.operator
+                    )
+                };
+                self.bad(format!("{prefix}.operator"), message);
+                None
+            }
+        };
+        let threshold = match rule.threshold {
+            None => {
+                self.bad(format!("{prefix}.threshold"), "is required: a number");
+                None
+            }
+            Some(t) if !t.is_finite() => {
+                self.bad(format!("{prefix}.threshold"), "must be a finite number");
+                None
+            }
+            Some(t) if metric == Some(AlertMetric::ErrorRate) && !(0.0..=1.0).contains(&t) => {
+                self.bad(
+                    format!("{prefix}.threshold"),
+                    format!("{t} is out of range: error_rate is a fraction 0..=1 (0.05 = 5 %)"),
+                );
+                None
+            }
+            Some(t) if t < 0.0 => {
+                self.bad(
+                    format!("{prefix}.threshold"),
+                    format!("{t} is negative; the metric never is"),
+                );
+                None
+            }
+            Some(t) => Some(t),
+        };
+        let min_requests = match (rule.min_requests, metric) {
+            (None, _) => Some(10),
+            (Some(0), _) => {
+                self.bad(format!("{prefix}.min_requests"), "must be >= 1");
+                None
+            }
+            (Some(n), Some(AlertMetric::ErrorRate) | None) => Some(n),
+            (Some(_), Some(_)) => {
+                self.bad(
+                    format!("{prefix}.min_requests"),
+                    "only allowed with metric = \"error_rate\"",
+                );
+                None
+            }
+        };
+        let notify = match &rule.notify {
+            // Every configured channel.
+            None => {
+                if usable.is_empty() {
+                    self.warnings.push(Problem::new(
+                        format!("{prefix}.notify"),
+                        "no notification channel is configured ([alerts].webhook_url, or \
+                         [alerts].email_to with [smtp]): the alert is shown by GET /admin/alerts \
+                         and portico_alert_firing only",
+                    ));
+                }
+                Some(usable.to_vec())
+            }
+            Some(names) => {
+                let mut channels = Vec::new();
+                for (i, name) in names.iter().enumerate() {
+                    let path = format!("{prefix}.notify[{i}]");
+                    let channel = match name.as_str() {
+                        "webhook" => AlertChannel::Webhook,
+                        "email" => AlertChannel::Email,
+                        other => {
+                            self.bad(
+                                path,
+                                format!(
+                                    "unknown channel \"{other}\"; expected \"webhook\" or \"email\""
+                                ),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    if channels.contains(&channel) {
+                        self.bad(path, format!("\"{name}\" is listed twice"));
+                        ok = false;
+                    } else if !usable.contains(&channel) {
+                        let needs = match channel {
+                            AlertChannel::Webhook => "needs [alerts].webhook_url".to_string(),
+                            AlertChannel::Email if alerts.email_to.is_empty() => {
+                                "needs [alerts].email_to".to_string()
+                            }
+                            AlertChannel::Email => "needs an [smtp] table".to_string(),
+                        };
+                        self.bad(path, format!("\"{name}\" {needs}"));
+                        ok = false;
+                    } else {
+                        channels.push(channel);
+                    }
+                }
+                Some(channels)
+            }
+        };
+        if !ok {
+            return None;
+        }
+        Some(AlertRule {
+            name: rule.name.clone(),
+            endpoint: endpoint?,
+            metric: metric?,
+            operator: operator?,
+            threshold: threshold?,
+            for_: Duration::from_secs(rule.for_seconds),
+            notify: notify?,
+            min_requests: min_requests?,
+        })
+    }
+
+    fn smtp(&mut self, s: &FileSmtp) -> Option<Smtp> {
+        let mut ok = true;
+        let host = s.host.trim();
+        if host.is_empty() {
+            self.bad(
+                "smtp.host",
+                "is required: the mail server's host name or address",
+            );
+            ok = false;
+        } else if host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+            self.bad(
+                "smtp.host",
+                format!("`{}` is not a host name or address", s.host),
+            );
+            ok = false;
+        }
+        let port = match u16::try_from(s.port).ok().filter(|p| *p != 0) {
+            Some(port) => Some(port),
+            None => {
+                self.bad("smtp.port", format!("{} is out of range 1..=65535", s.port));
+                None
+            }
+        };
+        let from = if s.from.is_empty() {
+            self.bad(
+                "smtp.from",
+                "is required: the sender, e.g. \"Portico <alerts@example.com>\"",
+            );
+            None
+        } else {
+            self.mailbox("smtp.from", &s.from)
+        };
+        let credentials = match (&s.username, &s.password) {
+            (None, None) => Some(None),
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Some(Some((user.clone(), password.clone())))
+            }
+            (Some(_), Some(_)) => {
+                self.bad("smtp.username", "must not be empty");
+                None
+            }
+            (Some(_), None) => {
+                self.bad("smtp.password", "is required with username");
+                None
+            }
+            (None, Some(_)) => {
+                self.bad("smtp.username", "is required with password");
+                None
+            }
+        };
+        let tls = match s.starttls.as_str() {
+            "required" => Some(SmtpTls::Required),
+            "opportunistic" => Some(SmtpTls::Opportunistic),
+            "off" => Some(SmtpTls::Off),
+            "implicit" => Some(SmtpTls::Implicit),
+            other => {
+                self.bad(
+                    "smtp.starttls",
+                    format!(
+                        "unknown mode \"{other}\"; expected \"required\", \"opportunistic\", \
+                         \"off\" or \"implicit\""
+                    ),
+                );
+                None
+            }
+        };
+        if tls == Some(SmtpTls::Off) && s.password.is_some() {
+            self.warnings.push(Problem::new(
+                "smtp.starttls",
+                "\"off\" sends the password in clear text",
+            ));
+        }
+        let timeout = self.seconds("smtp.timeout_seconds", s.timeout_seconds);
+        if !ok {
+            return None;
+        }
+        Some(Smtp {
+            host: host.to_string(),
+            port: port?,
+            from: from?,
+            credentials: credentials?,
+            tls: tls?,
+            timeout: timeout?,
+        })
+    }
+
+    /// A mailbox: `name@example.com` or `Name <name@example.com>`.
+    fn mailbox(&mut self, path: &str, text: &str) -> Option<lettre::message::Mailbox> {
+        match text.parse::<lettre::message::Mailbox>() {
+            Ok(mailbox) => Some(mailbox),
+            Err(err) => {
+                self.bad(
+                    path,
+                    format!(
+                        "`{text}` is not an e-mail address ({err}); write \
+                         name@example.com or \"Name <name@example.com>\""
+                    ),
+                );
+                None
+            }
         }
     }
 
