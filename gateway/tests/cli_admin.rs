@@ -290,7 +290,7 @@ fn update_scaling() {
 }
 
 /// logs prints `time replica text` lines selected by count, age and filter; `--follow`
-/// prints the backlog, then new lines as the worker writes them.
+/// prints the backlog, then new lines as the worker writes them, until the daemon stops.
 #[test]
 fn logs_plain_and_followed() {
     let daemon = Daemon::start();
@@ -355,8 +355,13 @@ fn logs_plain_and_followed() {
     let live = rx.recv_timeout(SETTLE).expect("the live line");
     assert!(live.contains("marker-93"), "{live}");
     assert!(follow.try_wait().unwrap().is_none(), "follow keeps running");
-    follow.kill().unwrap();
-    follow.wait().unwrap();
+
+    // The daemon stopping ends the stream, and the command with it, successfully.
+    daemon.gw.signal("TERM");
+    let status = eventually("follow to end with the daemon", SETTLE, || {
+        follow.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
 }
 
 /// usage shows a row per hour and per-caller totals from the hourly access analytics.

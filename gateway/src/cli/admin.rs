@@ -75,9 +75,12 @@ pub enum CliError {
         /// `error.problems`: one line each.
         problems: Vec<String>,
     },
-    /// The answer could not be understood.
+    /// The answer could not be understood, or a followed stream broke off.
     #[error("unexpected answer from the admin API: {0}")]
     BadAnswer(String),
+    /// The command could not set itself up (runtime, HTTP client).
+    #[error("cannot start: {0}")]
+    Setup(String),
 }
 
 impl CliError {
@@ -114,7 +117,7 @@ impl AdminClient {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .map_err(|err| CliError::BadAnswer(format!("building the HTTP client: {err}")))?;
+            .map_err(|err| CliError::Setup(format!("building the HTTP client: {err}")))?;
         Ok(AdminClient {
             http,
             base: options.url.clone(),
@@ -246,7 +249,7 @@ pub(crate) fn refusal(status: StatusCode, body: &[u8]) -> CliError {
 
 /// The deepest cause of an error: "Connection refused (os error 111)" rather than reqwest's
 /// "error sending request for url".
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
     while let Some(source) = cause.source() {
         cause = source;

@@ -92,7 +92,8 @@ pub async fn logs(client: &AdminClient, args: &LogsArgs, json: bool) -> Result<(
             Ok(None) => return Ok(()),
             Err(err) => {
                 return Err(CliError::BadAnswer(format!(
-                    "the log stream broke off: {err}"
+                    "the log stream broke off: {}",
+                    super::admin::innermost(&err)
                 )));
             }
         };

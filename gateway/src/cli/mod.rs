@@ -171,7 +171,7 @@ pub fn operate(options: &AdminOptions, operation: Operation<'_>) -> ExitCode {
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|err| CliError::BadAnswer(format!("starting the runtime: {err}")))
+        .map_err(|err| CliError::Setup(format!("starting the runtime: {err}")))
         .and_then(|runtime| {
             runtime.block_on(async {
                 let client = AdminClient::new(options)?;
