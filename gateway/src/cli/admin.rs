@@ -22,7 +22,8 @@ pub struct AdminOptions {
         env = "PORTICO_ADMIN_URL",
         default_value = "http://127.0.0.1:9090",
         value_parser = parse_base_url,
-        global = true
+        global = true,
+        help_heading = "Admin API"
     )]
     pub url: Url,
     /// The admin bearer token (the one whose SHA-256 is `server.admin_token_sha256`).
@@ -30,11 +31,12 @@ pub struct AdminOptions {
         long,
         env = "PORTICO_ADMIN_TOKEN",
         hide_env_values = true,
-        global = true
+        global = true,
+        help_heading = "Admin API"
     )]
     pub token: Option<String>,
     /// Print the API's JSON answer (pretty) instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Admin API")]
     pub json: bool,
 }
 
