@@ -1,9 +1,10 @@
 //! What alerts read from an endpoint: one [`Reading`] per endpoint per evaluation, and the
 //! value of each [`AlertMetric`] in it.
 //!
-//! `error_rate` and `p95_latency_ms` cover the last 60 seconds (the endpoint's sliding
-//! traffic window); `pending_requests`, `async_queue_depth` and `ready_workers` are the
-//! values now; `worker_restarts` counts replica restarts seen in the last five minutes.
+//! `error_rate` and `p95_latency_ms` cover the endpoint's sliding last minute (its traffic
+//! window of 55 to 60 seconds); `pending_requests`, `async_queue_depth` and `ready_workers`
+//! are the values now; `worker_restarts` counts replica restarts seen in the last five
+//! minutes.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -115,4 +116,3 @@ impl RestartWindow {
         self.seen.iter().map(|(_, n)| n).sum()
     }
 }
-
