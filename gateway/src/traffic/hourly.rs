@@ -82,8 +82,28 @@ pub struct Callers {
 }
 
 impl Callers {
-    /// The count of `caller`, creating it if there is room (else "other").
+    /// Counts one request of `caller`: one hash lookup when the caller is known.
     #[inline]
+    fn count(&mut self, caller: Option<&Arc<str>>, error: bool, usage: Option<Usage>) {
+        let Some(name) = caller else {
+            self.anonymous.add(error, usage);
+            return;
+        };
+        if let Some(count) = self.named.get_mut(&**name) {
+            count.add(error, usage);
+            return;
+        }
+        if self.named.len() >= MAX_CALLERS {
+            self.other.add(error, usage);
+            return;
+        }
+        self.named
+            .entry(Arc::clone(name))
+            .or_default()
+            .add(error, usage);
+    }
+
+    /// The count of `caller`, creating it if there is room (else "other").
     fn slot(&mut self, caller: Option<&Arc<str>>) -> &mut CallerCount {
         let Some(name) = caller else {
             return &mut self.anonymous;
@@ -176,7 +196,7 @@ impl Hour {
             self.completion_tokens += usage.completion_tokens;
         }
         self.latency.record(micros);
-        self.callers.slot(sample.caller).add(error, sample.usage);
+        self.callers.count(sample.caller, error, sample.usage);
     }
 
     /// Whether nothing was counted.

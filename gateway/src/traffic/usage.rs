@@ -14,10 +14,10 @@
 //! nested, e.g. a tool result's own usage; both are skipped.
 
 use std::collections::VecDeque;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use memchr::memmem;
-use serde::Deserialize;
 
 /// Bytes kept from the end of the body.
 pub const KEEP: usize = 8 * 1024;
@@ -96,8 +96,12 @@ impl Tail {
 /// The last top-level-looking `"usage": {…}` object of `text` with a whole-number
 /// `prompt_tokens`.
 pub fn scan(text: &[u8]) -> Option<Usage> {
-    let key = b"\"usage\"";
-    let finder = memmem::FinderRev::new(key);
+    const KEY: &[u8] = b"\"usage\"";
+    // Built once: a finder's set-up costs more than searching a small answer.
+    static FINDER: LazyLock<memmem::FinderRev<'static>> =
+        LazyLock::new(|| memmem::FinderRev::new(KEY));
+    let key = KEY;
+    let finder = &*FINDER;
     let mut end = text.len();
     for _ in 0..MAX_CANDIDATES {
         let at = finder.rfind(&text[..end])?;
@@ -139,7 +143,8 @@ fn skip_space(text: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index of the `}` closing the object opened at `open`, strings respected.
+/// The index of the `}` (or `]`) closing the object (or array) opened at `open`,
+/// strings respected.
 fn matching(text: &[u8], open: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut in_string = false;
@@ -159,7 +164,8 @@ fn matching(text: &[u8], open: usize) -> Option<usize> {
                 b'}' | b']' => {
                     depth -= 1;
                     if depth == 0 {
-                        return (b == b'}').then_some(i);
+                        let pair = (text[open] == b'{') == (b == b'}');
+                        return pair.then_some(i);
                     }
                 }
                 _ => {}
@@ -211,18 +217,93 @@ fn last_of_top_level(text: &[u8], from: usize) -> bool {
     closed
 }
 
+/// `prompt_tokens` (required) and `completion_tokens` (0 when absent) of a usage object
+/// (`{` to its matching `}`); other members are skipped. Whole non-negative numbers only.
 fn parse(object: &[u8]) -> Option<Usage> {
-    #[derive(Deserialize)]
-    struct Wire {
-        prompt_tokens: u64,
-        #[serde(default)]
-        completion_tokens: Option<u64>,
+    let mut prompt = None;
+    let mut completion = None;
+    let mut i = skip_space(object, 1);
+    if object.get(i) == Some(&b'}') {
+        return None;
     }
-    let wire: Wire = serde_json::from_slice(object).ok()?;
+    loop {
+        if object.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(object, i)?;
+        let key = &object[i + 1..key_end];
+        i = skip_space(object, key_end + 1);
+        if object.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_space(object, i + 1);
+        let slot = match key {
+            b"prompt_tokens" => Some(&mut prompt),
+            b"completion_tokens" => Some(&mut completion),
+            _ => None,
+        };
+        i = match slot {
+            Some(slot) => {
+                let (value, next) = whole_number(object, i)?;
+                *slot = Some(value);
+                next
+            }
+            None => skip_value(object, i)?,
+        };
+        i = skip_space(object, i);
+        match object.get(i)? {
+            b',' => i = skip_space(object, i + 1),
+            b'}' => break,
+            _ => return None,
+        }
+    }
     Some(Usage {
-        prompt_tokens: wire.prompt_tokens,
-        completion_tokens: wire.completion_tokens.unwrap_or(0),
+        prompt_tokens: prompt?,
+        completion_tokens: completion.unwrap_or(0),
     })
+}
+
+/// The index of the quote closing the string opened at `open`.
+fn string_end(text: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    while i < text.len() {
+        match text[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A whole number starting at `i`, and the index after it (which must end the number).
+fn whole_number(text: &[u8], mut i: usize) -> Option<(u64, usize)> {
+    let start = i;
+    let mut value: u64 = 0;
+    while let Some(digit) = text.get(i).filter(|b| b.is_ascii_digit()) {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+        i += 1;
+    }
+    let ends =
+        matches!(text.get(i), Some(b) if b.is_ascii_whitespace() || *b == b',' || *b == b'}');
+    (i > start && ends).then_some((value, i))
+}
+
+/// The index just after the JSON value starting at `i`.
+fn skip_value(text: &[u8], i: usize) -> Option<usize> {
+    match text.get(i)? {
+        b'"' => string_end(text, i).map(|end| end + 1),
+        b'{' | b'[' => matching(text, i).map(|end| end + 1),
+        _ => {
+            // A number or a literal: up to the next delimiter.
+            let len = text[i..]
+                .iter()
+                .position(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'}' | b']'))?;
+            (len > 0).then_some(i + len)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +332,9 @@ mod tests {
         assert_eq!(scan(body), usage(12, 7));
         let pretty = b"{\n  \"choices\": [],\n  \"usage\" : {\n    \"prompt_tokens\": 3,\n    \"total_tokens\": 3\n  },\n  \"x\": null\n}\n";
         assert_eq!(scan(pretty), usage(3, 0));
+        // OpenAI's details objects and other members are skipped.
+        let detailed = br#"{"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"accepted_prediction_tokens":0},"note":"a, b} [c]","list":[1,{"prompt_tokens":5}],"x":true}}"#;
+        assert_eq!(scan(detailed), usage(19, 10));
     }
 
     /// A stream whose final chunk carries usage (the earlier ones `"usage": null`).
@@ -290,6 +374,17 @@ mod tests {
         assert_eq!(scan(br#"{"usage":{"prompt_tokens":-1}}"#), None);
         assert_eq!(scan(br#"{"usage":{"prompt_tokens":1,"#), None);
         assert_eq!(scan(br#"{"usage":{"completion_tokens":4}}"#), None);
+        assert_eq!(scan(br#"{"usage":{}}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":12.5}}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":1e3}}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":}}"#), None);
+        assert_eq!(
+            scan(br#"{"usage":{"prompt_tokens":99999999999999999999999}}"#),
+            None
+        );
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":1 2}}"#), None);
+        assert_eq!(scan(br#"{"usage":{prompt_tokens:1}}"#), None);
+        assert_eq!(scan(br#"{"usage":{"prompt_tokens":1,}}"#), None);
         assert_eq!(scan(b"\"usage\"\"usage\":{{{{"), None);
         assert_eq!(scan(&[0xff; 100]), None);
         assert_eq!(Tail::default().scan(), None);
