@@ -27,7 +27,7 @@ macro_rules! out {
     }};
 }
 
-/// `println!` that stays quiet when stdout is closed, like [`out!`].
+/// `println!` that stays quiet when stdout is closed, like `out!`.
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
