@@ -183,6 +183,33 @@ fn list_and_get() {
     assert_eq!(state["scaling"]["max_workers"], 3);
 }
 
+/// With traffic, the list's RPS, ERR% and P95 columns and get's "last minute" line show the
+/// endpoint's last minute: one answer in four a 5xx is 25.0%.
+#[test]
+#[ignore = "the admin API's <endpoint> has no `last_minute` yet (describe() in admin/endpoints.rs); \
+            the CLI shows `-` until it does"]
+fn last_minute_traffic() {
+    let daemon = Daemon::start();
+    daemon.wait_ready(1);
+    for status in [200, 200, 200, 503] {
+        let path = format!("/project/p1/endpoint/e1/status/{status}");
+        assert_eq!(get(daemon.gw.addr("public"), &path).0, status);
+    }
+    eventually("the requests in the last minute", SETTLE, || {
+        let state = daemon.json(&["endpoint", "get", "e1"]);
+        (state["last_minute"]["requests"] == 4).then_some(())
+    });
+    let table = daemon.ok(&["endpoint", "list"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    let rps: f64 = row[7].parse().unwrap_or_else(|_| panic!("RPS: {table}"));
+    assert!(rps > 0.0, "{table}");
+    assert_eq!(row[8], "25.0%", "{table}");
+    assert_eq!(row[10], "ms", "P95 in milliseconds: {table}");
+    let detail = daemon.ok(&["endpoint", "get", "e1"]);
+    assert!(detail.contains("last minute  4 requests, "), "{detail}");
+    assert!(detail.contains(", 25.0% errors, p50 "), "{detail}");
+}
+
 /// Scale pins two workers, autoscale hands back control, stop empties the endpoint and start
 /// brings it back; each order prints the state after it, and the events record them.
 #[test]
