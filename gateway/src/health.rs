@@ -10,19 +10,8 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::Health;
-use crate::routes::Routes;
 use crate::upstream::control_get;
 use crate::worker::Worker;
-
-/// Starts one probe loop per worker on the current (control) runtime; they end when `stop`
-/// turns true.
-pub fn spawn_probers(routes: &Routes, stop: &watch::Receiver<bool>) {
-    for endpoint in routes.endpoints() {
-        for worker in endpoint.workers().iter() {
-            spawn_prober(&endpoint.config, worker, stop);
-        }
-    }
-}
 
 /// Starts the probe loop of one worker of the endpoint configured by `config`; it ends when
 /// `stop` turns true or the worker is retired.

@@ -46,6 +46,7 @@ pub mod headers;
 pub mod health;
 pub mod jobs;
 pub mod jsonline;
+pub mod lifecycle;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

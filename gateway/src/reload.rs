@@ -1,18 +1,33 @@
-//! Hot reload of what may change without a restart: security groups, project tokens,
-//! trusted proxies, the admin token, and TLS certificates. Each is swapped whole, so the next
-//! request (or handshake) sees the new config and open connections are left alone.
+//! Hot reload: the config file is re-read, validated, and applied without a restart and
+//! without dropping a request. A reload is all or nothing: a config that does not validate,
+//! or a certificate that does not load, leaves everything as it was.
 //!
-//! A reload is all or nothing: a config that does not validate, or a certificate that does
-//! not load, leaves everything as it was. Changes that need the data plane rebuilt (listeners,
-//! endpoints added or removed, workers) are reported and wait for a restart.
-//! `SIGHUP` triggers a reload of the file the daemon was started with.
+//! What it swaps, each whole, so that the next request sees the new config and open
+//! connections are left alone:
+//! - security groups, project tokens, trusted proxies, the admin token, TLS certificates;
+//! - alert rules and channels;
+//! - scaling settings of endpoints whose `[endpoint.scaling]` changed in the file (settings
+//!   changed through the admin API stay until the file's own settings change);
+//! - the routing table: added endpoints start, removed ones stop taking requests and drain,
+//!   and an endpoint whose other settings changed (workers, timeouts, balance, listeners it
+//!   serves…) is replaced by a fresh one while the old one drains.
+//!
+//! Listeners, `[server]` settings other than those above, and endpoints with
+//! `[endpoint.async]` (whose queue dispatchers start with the daemon) keep running as they
+//! are; the report names them as needing a restart. `SIGHUP` and `POST /admin/reload` both
+//! reload the file the daemon was started with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::access::{EndpointAccess, ServerAccess};
-use crate::config::{Config, ConfigError};
+use crate::alerts::AlertBoard;
+use crate::config::{self, Config, ConfigError};
+use crate::control::{Detail, EventKind};
+use crate::endpoint::Endpoint;
+use crate::lifecycle::Lifecycle;
 use crate::pipeline::Shared;
+use crate::routes::Routes;
 use crate::tls::{self, CertStore};
 
 /// Why a reload applied nothing.
@@ -37,8 +52,17 @@ pub enum ReloadError {
 /// What a reload did.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
-    /// Endpoints whose security groups and tokens were replaced.
-    pub endpoints: usize,
+    /// Endpoints started.
+    pub added: Vec<String>,
+    /// Endpoints retired (draining).
+    pub removed: Vec<String>,
+    /// Endpoints replaced by a fresh one built from changed settings.
+    pub replaced: Vec<String>,
+    /// Endpoints kept, with their access rules replaced, and the ones among them whose
+    /// scaling settings changed.
+    pub kept: Vec<String>,
+    /// Endpoints whose scaling settings were replaced.
+    pub rescaled: Vec<String>,
     /// Certificates replaced.
     pub certificates: usize,
     /// Changes in the file that need a restart to take effect.
@@ -50,7 +74,13 @@ impl ReloadReport {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "reloaded": true,
-            "endpoints": self.endpoints,
+            "endpoints": {
+                "added": self.added,
+                "removed": self.removed,
+                "replaced": self.replaced,
+                "kept": self.kept,
+                "scaling_updated": self.rescaled,
+            },
             "certificates": self.certificates,
             "needs_restart": self.needs_restart,
         })
@@ -61,6 +91,8 @@ impl ReloadReport {
 #[derive(Debug)]
 pub struct Reloader {
     shared: Arc<Shared>,
+    lifecycle: Arc<Lifecycle>,
+    alerts: Arc<AlertBoard>,
     /// The certificate store of each TLS listener, by listener name.
     certificates: Vec<(String, Arc<CertStore>)>,
     /// The config the daemon runs now (for telling what changed).
@@ -72,12 +104,16 @@ impl Reloader {
     /// A reloader for a daemon started with `config` (from `path`, if it came from a file).
     pub fn new(
         shared: Arc<Shared>,
+        lifecycle: Arc<Lifecycle>,
+        alerts: Arc<AlertBoard>,
         certificates: Vec<(String, Arc<CertStore>)>,
         config: Config,
         path: Option<&Path>,
     ) -> Reloader {
         Reloader {
             shared,
+            lifecycle,
+            alerts,
             certificates,
             running: std::sync::Mutex::new(config),
             path: path.map(Path::to_path_buf),
@@ -107,8 +143,12 @@ impl Reloader {
         self.apply(config)
     }
 
-    /// Applies `config`: everything hot-reloadable, or nothing.
+    /// Applies `config`: everything hot-reloadable, or nothing. Reloads run one at a time.
     pub fn apply(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for warning in &config.warnings {
             tracing::warn!(%warning, "configuration");
         }
@@ -127,63 +167,183 @@ impl Reloader {
 
         let mut report = ReloadReport {
             certificates: certificates.len(),
+            needs_restart: needs_restart(&running, &config),
             ..ReloadReport::default()
         };
+        let plan = self.plan(&running, &config, &mut report);
+
+        // Fresh endpoints are running before they are routed to; old ones are retired once
+        // no new request can find them.
+        for endpoint in &plan.fresh {
+            self.lifecycle.start(endpoint);
+        }
         for (store, key) in certificates {
             store.replace(key);
         }
         self.shared
             .access
             .store(Arc::new(ServerAccess::build(&config.server)));
-        let routes = self.shared.routes.load();
-        for endpoint in routes.endpoints() {
-            if let Some(settings) = config.endpoint(endpoint.id()) {
-                endpoint
-                    .access
-                    .store(Arc::new(EndpointAccess::build(&config, settings)));
-                report.endpoints += 1;
-            }
+        for (endpoint, settings) in &plan.kept {
+            endpoint
+                .access
+                .store(Arc::new(EndpointAccess::build(&config, settings)));
         }
-
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        report.needs_restart = needs_restart(&running, &config);
+        self.shared
+            .routes
+            .store(Arc::new(Routes::from_endpoints(plan.routed)));
+        for endpoint in &plan.retired {
+            self.lifecycle.retire(endpoint);
+        }
+        self.alerts.replace_rules(&config);
+        for (endpoint, settings) in plan.rescaled {
+            // The controller takes them on its runtime; this thread does not wait for it.
+            tokio::spawn(async move {
+                let _ = endpoint
+                    .control
+                    .update_settings(settings, "a configuration reload")
+                    .await;
+            });
+        }
+        let summary = report.summary();
+        for (endpoint, _) in &plan.kept {
+            endpoint.control.events.record(
+                EventKind::ConfigReloaded,
+                summary.clone(),
+                Detail::default(),
+            );
+        }
         *running = config;
         Ok(report)
     }
+
+    /// Decides the fate of every endpoint, old and new.
+    fn plan<'a>(&self, old: &Config, new: &'a Config, report: &mut ReloadReport) -> Plan<'a> {
+        let listener_names: Vec<String> = new.listeners.iter().map(|l| l.name.clone()).collect();
+        let routes = self.shared.routes.load();
+        let running = |id: &str| routes.endpoints().iter().find(|e| e.id() == id).cloned();
+        let mut plan = Plan::default();
+        for settings in &new.endpoints {
+            let id = settings.id.clone();
+            let Some(endpoint) = running(&id) else {
+                if settings.async_.is_some() {
+                    report
+                        .needs_restart
+                        .push(format!("endpoint {id} (added, with [endpoint.async])"));
+                    continue;
+                }
+                let fresh = Arc::new(Endpoint::new(new, settings.clone(), &listener_names));
+                plan.fresh.push(Arc::clone(&fresh));
+                plan.routed.push(fresh);
+                report.added.push(id);
+                continue;
+            };
+            let was = old.endpoint(&id).unwrap_or(&endpoint.config);
+            let asynchronous = settings.async_.is_some() || endpoint.config.async_.is_some();
+            if !same_but_hot(&endpoint.config, settings) && !asynchronous {
+                let fresh = Arc::new(Endpoint::new(new, settings.clone(), &listener_names));
+                plan.fresh.push(Arc::clone(&fresh));
+                plan.routed.push(fresh);
+                plan.retired.push(endpoint);
+                report.replaced.push(id);
+                continue;
+            }
+            if !same_but_hot(&endpoint.config, settings) {
+                report.needs_restart.push(format!("endpoint {id}"));
+            }
+            if was.scaling != settings.scaling {
+                plan.rescaled
+                    .push((Arc::clone(&endpoint), settings.scaling.clone()));
+                report.rescaled.push(id.clone());
+            }
+            plan.kept.push((Arc::clone(&endpoint), settings));
+            plan.routed.push(endpoint);
+            report.kept.push(id);
+        }
+        for endpoint in routes.endpoints() {
+            if new.endpoint(endpoint.id()).is_some() {
+                continue;
+            }
+            if endpoint.config.async_.is_some() {
+                // Its dispatcher runs until the daemon stops; it keeps serving until then.
+                report.needs_restart.push(format!(
+                    "endpoint {} (removed, with [endpoint.async])",
+                    endpoint.id()
+                ));
+                plan.routed.push(Arc::clone(endpoint));
+                continue;
+            }
+            plan.retired.push(Arc::clone(endpoint));
+            report.removed.push(endpoint.id().to_string());
+        }
+        plan
+    }
 }
 
-/// The parts of `new` that differ from `old` and only a restart applies.
+/// What a reload does to the endpoints.
+#[derive(Default)]
+struct Plan<'a> {
+    /// The new routing table, in config order.
+    routed: Vec<Arc<Endpoint>>,
+    /// Endpoints to start.
+    fresh: Vec<Arc<Endpoint>>,
+    /// Endpoints to retire.
+    retired: Vec<Arc<Endpoint>>,
+    /// Endpoints kept, with their new settings (access rules are rebuilt from them).
+    kept: Vec<(Arc<Endpoint>, &'a config::Endpoint)>,
+    /// Kept endpoints whose scaling settings changed in the file.
+    rescaled: Vec<(Arc<Endpoint>, scaler::ScalingSettings)>,
+}
+
+impl ReloadReport {
+    /// One line for events and logs.
+    pub fn summary(&self) -> String {
+        let list = |ids: &[String]| {
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
+        };
+        let mut line = format!(
+            "configuration reloaded: added {}, removed {}, replaced {}, scaling updated {}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.replaced),
+            list(&self.rescaled)
+        );
+        if !self.needs_restart.is_empty() {
+            line.push_str(&format!(
+                "; waiting for a restart: {}",
+                self.needs_restart.join(", ")
+            ));
+        }
+        line
+    }
+}
+
+/// Whether `a` and `b` differ only in what a reload applies to a running endpoint:
+/// security groups, `public`, and scaling settings.
+fn same_but_hot(a: &config::Endpoint, b: &config::Endpoint) -> bool {
+    let mut a = a.clone();
+    a.security_groups.clone_from(&b.security_groups);
+    a.public = b.public;
+    a.scaling.clone_from(&b.scaling);
+    &a == b
+}
+
+/// The parts of `new` outside endpoints that differ from `old` and only a restart applies.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    let listeners = |c: &Config| {
-        c.listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.address, l.proxy_protocol, l.tls.is_some()))
-            .collect::<Vec<_>>()
-    };
-    if listeners(old) != listeners(new) {
-        out.push("listeners".to_string());
-    }
-    for endpoint in &new.endpoints {
-        match old.endpoint(&endpoint.id) {
-            None => out.push(format!("endpoint {} (added)", endpoint.id)),
-            Some(before) => {
-                // What reload applies is ignored here; anything else differing waits.
-                let mut before = before.clone();
-                before.security_groups.clone_from(&endpoint.security_groups);
-                before.public = endpoint.public;
-                if &before != endpoint {
-                    out.push(format!("endpoint {}", endpoint.id));
-                }
-            }
-        }
-    }
-    for endpoint in &old.endpoints {
-        if new.endpoint(&endpoint.id).is_none() {
-            out.push(format!("endpoint {} (removed)", endpoint.id));
+    if old.listeners != new.listeners {
+        let certificates_only = old.listeners.len() == new.listeners.len()
+            && old.listeners.iter().zip(&new.listeners).all(|(a, b)| {
+                (a.name == b.name)
+                    && (a.address == b.address)
+                    && (a.proxy_protocol == b.proxy_protocol)
+                    && (a.tls.is_some() == b.tls.is_some())
+            });
+        if !certificates_only {
+            out.push("listeners".to_string());
         }
     }
     let mut server = old.server.clone();
@@ -194,6 +354,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     server.metrics_public = new.server.metrics_public;
     if server != new.server {
         out.push("server".to_string());
+    }
+    if old.object_store != new.object_store {
+        out.push("object_store".to_string());
     }
     out
 }
@@ -216,30 +379,34 @@ mod tests {
         Config::from_toml_str(&text, Path::new(".")).expect("valid config")
     }
 
-    /// What a reload applies is not reported; everything else that changed is.
+    /// Only listener and server changes outside what a reload applies are reported here
+    /// (endpoints are planned one by one).
     #[test]
     fn reports_what_needs_a_restart() {
         let old = config("", &[("a", ""), ("b", "")]);
         let hot = config(
             "trusted_proxies = [\"10.0.0.0/8\"]\nmetrics_public = true",
-            &[
-                ("a", "security_groups = [\"sg\"]\npublic = true"),
-                ("b", ""),
-            ],
-        );
-        assert!(needs_restart(&old, &hot).is_empty());
-        let cold = config(
-            "grace_period_seconds = 1",
             &[("a", "max_body_bytes = 10"), ("c", "")],
         );
-        assert_eq!(
-            needs_restart(&old, &cold),
-            [
-                "endpoint a",
-                "endpoint c (added)",
-                "endpoint b (removed)",
-                "server"
-            ]
+        assert!(needs_restart(&old, &hot).is_empty());
+        let cold = config("grace_period_seconds = 1", &[("a", "")]);
+        assert_eq!(needs_restart(&old, &cold), ["server"]);
+    }
+
+    /// Security groups, `public` and scaling change in place; anything else replaces the
+    /// endpoint.
+    #[test]
+    fn what_changes_in_place() {
+        let old = config("", &[("a", "")]);
+        let hot = config(
+            "",
+            &[(
+                "a",
+                "security_groups = [\"sg\"]\npublic = true\n[endpoint.scaling]\nmax_workers = 9",
+            )],
         );
+        assert!(same_but_hot(&old.endpoints[0], &hot.endpoints[0]));
+        let cold = config("", &[("a", "max_body_bytes = 10")]);
+        assert!(!same_but_hot(&old.endpoints[0], &cold.endpoints[0]));
     }
 }

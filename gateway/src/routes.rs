@@ -22,9 +22,19 @@ impl Routes {
     /// Builds the table for `config`.
     pub fn build(config: &Config) -> Routes {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        Routes::from_endpoints(
+            config
+                .endpoints
+                .iter()
+                .map(|endpoint| Arc::new(Endpoint::new(config, endpoint.clone(), &listener_names)))
+                .collect(),
+        )
+    }
+
+    /// The table of `endpoints` (a reload keeps some and adds others).
+    pub fn from_endpoints(endpoints: Vec<Arc<Endpoint>>) -> Routes {
         let mut routes = Routes::default();
-        for endpoint in &config.endpoints {
-            let endpoint = Arc::new(Endpoint::new(config, endpoint.clone(), &listener_names));
+        for endpoint in endpoints {
             routes
                 .by_project
                 .entry(endpoint.project().to_string())

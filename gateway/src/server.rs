@@ -12,12 +12,13 @@ use tokio::sync::watch;
 use crate::access::ServerAccess;
 use crate::config::Config;
 use crate::dataplane::{self, DataListener};
+use crate::lifecycle::Lifecycle;
 use crate::listen::Listeners;
 use crate::pipeline::Shared;
 use crate::reload::Reloader;
 use crate::routes::Routes;
 use crate::store::Store;
-use crate::{accesslog, admin, control, health, jobs, metrics, tls};
+use crate::{accesslog, admin, jobs, metrics, tls};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -98,20 +99,18 @@ pub async fn run(
         stop: stop_rx.clone(),
         grace: config.server.grace_period,
     });
-    let store = Store::open(&config.server.state_dir)?;
-    for endpoint in shared.routes.load().endpoints() {
-        store.attach(endpoint);
-    }
-    health::spawn_probers(&shared.routes.load(), &stop_rx);
     // Controllers outlive the data plane's drain: requests finishing on a worker need it
     // running, so workers are stopped only after the last connection closed.
     let (control_stop_tx, control_stop_rx) = watch::channel(false);
-    let controllers = control::spawn_all(
-        &shared.routes.load(),
+    let lifecycle = Arc::new(Lifecycle::new(
+        Store::open(&config.server.state_dir)?,
         config.server.grace_period,
-        &control_stop_rx,
-        &stop_rx,
-    );
+        stop_rx.clone(),
+        control_stop_rx,
+    ));
+    for endpoint in shared.routes.load().endpoints() {
+        lifecycle.start(endpoint);
+    }
     // Dispatchers, like controllers, run until the data plane drained; they need workers.
     let dispatchers = jobs::start(
         &shared.routes.load(),
@@ -131,6 +130,8 @@ pub async fn run(
     )?;
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&shared),
+        Arc::clone(&lifecycle),
+        Arc::clone(&alerts),
         certificates,
         config.clone(),
         reload.as_ref().map(|reload| reload.path.as_path()),
@@ -179,10 +180,21 @@ pub async fn run(
         }
     }
     let _ = control_stop_tx.send(true);
-    for controller in controllers {
+    for controller in lifecycle.take_controllers() {
         if let Err(err) = controller.await {
             tracing::warn!(error = %err, "a controller task failed");
         }
+    }
+    // The workers' last events (draining, stopped) are on disk before the daemon exits.
+    if !crate::control::journal::flush(lifecycle.store()) {
+        tracing::warn!("the last lifecycle events may not have been saved");
+    }
+    // And the traffic counted since the last periodic write.
+    if tokio::task::spawn_blocking(crate::traffic::flush_all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the last traffic counts may not have been saved");
     }
     tracing::info!("all workers stopped");
     tracing::info!("all connections closed");
@@ -206,10 +218,10 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangups: Signal) {
         let result = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
         match result {
             Ok(Ok(report)) => tracing::info!(
-                endpoints = report.endpoints,
                 certificates = report.certificates,
                 needs_restart = ?report.needs_restart,
-                "configuration reloaded"
+                "{}",
+                report.summary()
             ),
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "reload failed; the running configuration is unchanged")

@@ -186,8 +186,6 @@ fn list_and_get() {
 /// With traffic, the list's RPS, ERR% and P95 columns and get's "last minute" line show the
 /// endpoint's last minute: one answer in four a 5xx is 25.0%.
 #[test]
-#[ignore = "the admin API's <endpoint> has no `last_minute` yet (describe() in admin/endpoints.rs); \
-            the CLI shows `-` until it does"]
 fn last_minute_traffic() {
     let daemon = Daemon::start();
     daemon.wait_ready(1);

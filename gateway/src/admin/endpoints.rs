@@ -267,6 +267,8 @@ pub(super) fn describe(endpoint: &Endpoint) -> Value {
         "restarting": control.restarting(),
         "inflight": endpoint.inflight(),
         "pending": control.admission.pending(),
+        // Requests, rate, 5xx share and latency over the last 60 s.
+        "last_minute": endpoint.traffic.last_minute(),
         // Async jobs waiting or running (null without `[endpoint.async]`).
         "async_jobs": endpoint.jobs().map(|_| control.queued()),
         "workers": {

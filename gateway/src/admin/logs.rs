@@ -80,9 +80,12 @@ pub(super) async fn logs(
         replica: query.replica,
         filter,
     };
-    let since = query
-        .since_seconds
-        .map(|s| SystemTime::now() - Duration::from_secs(s));
+    let since = query.since_seconds.map(|s| {
+        // Further back than the clock goes: every line.
+        SystemTime::now()
+            .checked_sub(Duration::from_secs(s))
+            .unwrap_or(UNIX_EPOCH)
+    });
     let Some(actuator) = endpoint.control.actuator() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -56,13 +56,14 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .merge(endpoints::routes())
         .merge(config::routes())
-        .merge(alerts::routes())
         .merge(access::routes())
+        .merge(alerts::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_admin_token,
         ))
+        .layer(middleware::map_response(json_errors))
         .with_state(Admin {
             shared,
             metrics,
@@ -109,6 +110,48 @@ async fn require_admin_token(
     };
     // The data plane's one error mapping: the same JSON and challenge as a project token.
     error_answer(&ProxyError::Unauthorized(failure)).map(axum::body::Body::from)
+}
+
+/// The admin API answers JSON everywhere, also where the router itself refuses a request
+/// (a method the route does not have, a path that is not UTF-8, a body over the limit),
+/// which would otherwise be plain text or empty. `Allow` is kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let allow = parts.headers.get(header::ALLOW).cloned();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_lowercase();
+    }
+    if let Some(allow) = allow.as_ref().and_then(|a| a.to_str().ok()) {
+        message = format!("{message}; this route allows {allow}");
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        _ if status.is_server_error() => "internal_error",
+        _ => "invalid_request",
+    };
+    let mut answer = endpoints::error(status, code, &message);
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 async fn not_found() -> Response {

@@ -17,30 +17,15 @@ use super::hooks::EndpointHooks;
 use super::{Command, Detail, EventKind, Order, scrape};
 use crate::config::{self, WorkerKind};
 use crate::endpoint::Endpoint;
-use crate::routes::Routes;
 
 /// How often the policy samples demand (DESIGN.md §1: tick ≤ 1 s).
 const TICK: Duration = Duration::from_secs(1);
 /// How often a retired endpoint looks whether its last request finished.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
-/// Starts one controller per endpoint on the current (control) runtime. Each ends when
-/// `stop` turns true (or its endpoint is retired), after stopping its workers; `probers`
-/// ends the health probes of replicas it adds.
-pub fn spawn_all(
-    routes: &Routes,
-    grace: Duration,
-    stop: &watch::Receiver<bool>,
-    probers: &watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    routes
-        .endpoints()
-        .iter()
-        .map(|endpoint| spawn(endpoint, grace, stop, probers))
-        .collect()
-}
-
-/// Starts the controller of one endpoint (see [`spawn_all`]).
+/// Starts the controller of one endpoint on the current (control) runtime. It ends when
+/// `stop` turns true, or after a drain when its endpoint is retired, stopping the workers
+/// first; `probers` ends the health probes of replicas it adds.
 pub fn spawn(
     endpoint: &Arc<Endpoint>,
     grace: Duration,

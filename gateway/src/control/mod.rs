@@ -25,7 +25,7 @@ use scaler::{Actuator, Decision, Mode, Reason, RestartOutcome, ScalingSettings};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use admission::{Admission, PendingGuard};
-pub use controller::{spawn, spawn_all};
+pub use controller::spawn;
 pub use events::{Detail, Event, EventKind, Events};
 
 use crate::config;
