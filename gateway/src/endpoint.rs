@@ -45,6 +45,28 @@ impl Endpoint {
     /// Builds the run-time endpoint of `config`, which belongs to `whole` (its groups and
     /// project); `listener_names` are all configured listeners in order.
     pub fn new(whole: &Config, config: config::Endpoint, listener_names: &[String]) -> Endpoint {
+        let control = Control::new(&config);
+        Endpoint::with_control(whole, config, listener_names, control)
+    }
+
+    /// Like [`Endpoint::new`], for an endpoint replacing `predecessor` (same id, changed
+    /// settings): it continues its lifecycle events.
+    pub fn succeeding(
+        whole: &Config,
+        config: config::Endpoint,
+        listener_names: &[String],
+        predecessor: &Endpoint,
+    ) -> Endpoint {
+        let control = Control::continuing(&config, Arc::clone(&predecessor.control.events));
+        Endpoint::with_control(whole, config, listener_names, control)
+    }
+
+    fn with_control(
+        whole: &Config,
+        config: config::Endpoint,
+        listener_names: &[String],
+        control: Control,
+    ) -> Endpoint {
         let access = ArcSwap::from_pointee(EndpointAccess::build(whole, &config));
         let workers = match &config.workers.kind {
             config::WorkerKind::Static { urls } => urls
@@ -62,7 +84,6 @@ impl Endpoint {
             .map(|(i, _)| i)
             .collect();
         let metrics = EndpointMetrics::new(&config.project, &config.id);
-        let control = Control::new(&config);
         let traffic = Traffic::new(&config.id);
         Endpoint {
             config,

@@ -5,7 +5,8 @@
 //! there. `main.rs` only parses the command line and calls [`run`] with bound listeners.
 //!
 //! Layout:
-//! - `cli`: the command line (`run`, `validate`, `token new`).
+//! - `cli`: the command line (`run`, `validate`, `token new`, and the operator commands
+//!   `endpoint …`, `reload`, `config` that talk to the admin API).
 //! - `config`: the TOML schema and the validated, typed [`config::Config`].
 //! - `listen`: binds the configured sockets.
 //! - `server`: [`run`]: starts the data plane and control loops, drains on shutdown.
@@ -15,17 +16,23 @@
 //! - `tls`: rustls acceptors for TLS listeners, with replaceable certificates.
 //! - `proxyproto`: PROXY protocol v1/v2 headers on listeners that require them.
 //! - `access`: security groups and tokens compiled per endpoint; trusted proxies.
-//! - `reload`: applies a new config to a running daemon (`SIGHUP`).
+//! - `reload`: applies a new config to a running daemon (`SIGHUP`, `POST /admin/reload`).
+//! - `lifecycle`: starting endpoints (history, probes, controller) and retiring them.
+//! - `store`: the embedded state store (`<state_dir>/state.redb`): events, hourly traffic.
 //! - `routes`, `endpoint`, `worker`: the routing table, endpoints, workers and their
 //!   in-flight counters.
 //! - `upstream`: connections to workers and the per-thread pools.
 //! - `body`: streaming request and response bodies.
 //! - `headers`: hop-by-hop removal and forwarding headers.
 //! - `health`: active health probes.
-//! - `control`: per-endpoint controllers (scaler policy → actuator), held requests, events.
+//! - `control`: per-endpoint controllers (scaler policy → actuator), held requests, events
+//!   and their journal.
+//! - `traffic`: per-endpoint last-minute and hourly analytics, token usage.
+//! - `alerts`: alert rules, their evaluation, webhook and e-mail notifications.
+//! - `queue`, `jobs`: the async job queue and its dispatchers.
 //! - `metrics`, `accesslog`: Prometheus metrics and the JSON access log (written by
 //!   `jsonline`).
-//! - `admin`: the admin listener.
+//! - `admin`: the admin listener and API.
 //! - `error`: [`error::ProxyError`] and its one mapping to a JSON response.
 //! - `runtime`: executors for the current-thread runtimes.
 //! - `signal`, `logging`, `token`: signals, tracing set-up, token hashing.

@@ -205,7 +205,13 @@ impl Reloader {
             });
         }
         let summary = report.summary();
-        for (endpoint, _) in &plan.kept {
+        // A replaced endpoint shares its predecessor's events: one record tells both.
+        let told = plan
+            .kept
+            .iter()
+            .map(|(endpoint, _)| endpoint)
+            .chain(&plan.retired);
+        for endpoint in told {
             endpoint.control.events.record(
                 EventKind::ConfigReloaded,
                 summary.clone(),
@@ -240,7 +246,12 @@ impl Reloader {
             let was = old.endpoint(&id).unwrap_or(&endpoint.config);
             let asynchronous = settings.async_.is_some() || endpoint.config.async_.is_some();
             if !same_but_hot(&endpoint.config, settings) && !asynchronous {
-                let fresh = Arc::new(Endpoint::new(new, settings.clone(), &listener_names));
+                let fresh = Arc::new(Endpoint::succeeding(
+                    new,
+                    settings.clone(),
+                    &listener_names,
+                    &endpoint,
+                ));
                 plan.fresh.push(Arc::clone(&fresh));
                 plan.routed.push(fresh);
                 plan.retired.push(endpoint);

@@ -49,7 +49,6 @@ impl Store {
 
     /// Gives a new endpoint's persistent parts their history and a place to write.
     pub fn attach(self: &Arc<Self>, endpoint: &Endpoint) {
-        let _ = endpoint;
         endpoint.control.events.attach(self);
         endpoint.traffic.attach(self);
     }

@@ -357,6 +357,22 @@ fn reload_adds_replaces_and_removes_endpoints() {
             .starts_with("404")
     );
     assert_eq!(admin(&gw, "GET", "/admin/endpoints/e2", None).0, 404);
+    // The replacement continues the history of the endpoint it replaced.
+    let events = eventually(
+        "the replacement's created event",
+        Duration::from_secs(10),
+        || {
+            let events = event_types(&gw, "e1");
+            let created = events.iter().filter(|(t, _)| t == "created").count();
+            (created == 2).then_some(events)
+        },
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "config_reloaded" && m.contains("replaced e1")),
+        "{events:#?}"
+    );
 
     let (status, shown) = admin(&gw, "GET", "/admin/config", None);
     assert_eq!(status, 200);

@@ -37,7 +37,7 @@ pub struct Control {
     /// Requests held while no worker is ready.
     pub admission: Admission,
     /// Lifecycle events.
-    pub events: Events,
+    pub events: Arc<Events>,
     wake: Notify,
     /// Told when a replica becomes ready (the async dispatcher waits on it).
     ready: Notify,
@@ -114,11 +114,17 @@ pub struct ControllerGone;
 impl Control {
     /// The state of a new endpoint configured by `config`.
     pub fn new(config: &config::Endpoint) -> Control {
+        Control::continuing(config, Arc::new(Events::new(&config.id)))
+    }
+
+    /// The state of an endpoint that takes over `events` from the one it replaces (a
+    /// reload changed its settings), so that one history tells both.
+    pub fn continuing(config: &config::Endpoint, events: Arc<Events>) -> Control {
         let (commands, inbox) = mpsc::unbounded_channel();
         let settings = config.scaling.clone();
         Control {
             admission: Admission::default(),
-            events: Events::new(&config.id),
+            events,
             wake: Notify::new(),
             ready: Notify::new(),
             arrivals: AtomicU64::new(0),
