@@ -141,7 +141,10 @@ fn merge(file: &mut FileScaling, patch: &Map<String, Value>) -> Vec<String> {
                 let Some(field) = seconds_field(file, key) else {
                     bad(
                         key,
-                        &format!("unknown key; expected one of {}", KEYS.join(", ")),
+                        &format!(
+                            "unknown key; expected one of {}",
+                            FileScaling::KEYS.join(", ")
+                        ),
                     );
                     continue;
                 };
@@ -154,23 +157,6 @@ fn merge(file: &mut FileScaling, patch: &Map<String, Value>) -> Vec<String> {
     }
     problems
 }
-
-/// Every key the body may hold.
-const KEYS: [&str; 13] = [
-    "min_workers",
-    "max_workers",
-    "metric",
-    "custom_metric",
-    "target",
-    "idle_timeout_seconds",
-    "initial_cooldown_seconds",
-    "stable_window_seconds",
-    "panic_window_seconds",
-    "panic_threshold",
-    "max_pending",
-    "cold_start_timeout_seconds",
-    "waking_keepalive_seconds",
-];
 
 fn seconds_field<'a>(file: &'a mut FileScaling, key: &str) -> Option<&'a mut u64> {
     Some(match key {

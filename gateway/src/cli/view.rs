@@ -7,23 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::table::Table;
-
-/// The scaling keys in the order people read them; others follow in the API's order.
-const SCALING_ORDER: &[&str] = &[
-    "min_workers",
-    "max_workers",
-    "metric",
-    "custom_metric",
-    "target",
-    "idle_timeout_seconds",
-    "initial_cooldown_seconds",
-    "stable_window_seconds",
-    "panic_window_seconds",
-    "panic_threshold",
-    "max_pending",
-    "cold_start_timeout_seconds",
-    "waking_keepalive_seconds",
-];
+use crate::config::file::FileScaling;
 
 /// A JSON value as a cell: strings bare, numbers as written, `-` for null or missing.
 pub fn cell(value: &Value) -> String {
@@ -192,7 +176,7 @@ pub fn endpoint_detail(endpoint: &Value) -> String {
 
     if let Some(scaling) = endpoint["scaling"].as_object() {
         out.push_str("\nscaling\n");
-        let mut keys: Vec<&str> = SCALING_ORDER
+        let mut keys: Vec<&str> = FileScaling::KEYS
             .iter()
             .copied()
             .filter(|k| scaling.contains_key(*k))
@@ -201,7 +185,7 @@ pub fn endpoint_detail(endpoint: &Value) -> String {
             scaling
                 .keys()
                 .map(String::as_str)
-                .filter(|k| !SCALING_ORDER.contains(k)),
+                .filter(|k| !FileScaling::KEYS.contains(k)),
         );
         let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
         for key in keys {

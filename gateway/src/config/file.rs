@@ -396,6 +396,25 @@ pub struct FileScaling {
     pub waking_keepalive_seconds: u64,
 }
 
+impl FileScaling {
+    /// Every key of `[endpoint.scaling]`, in the order people read them.
+    pub const KEYS: [&str; 13] = [
+        "min_workers",
+        "max_workers",
+        "metric",
+        "custom_metric",
+        "target",
+        "idle_timeout_seconds",
+        "initial_cooldown_seconds",
+        "stable_window_seconds",
+        "panic_window_seconds",
+        "panic_threshold",
+        "max_pending",
+        "cold_start_timeout_seconds",
+        "waking_keepalive_seconds",
+    ];
+}
+
 impl Default for FileScaling {
     fn default() -> FileScaling {
         FileScaling::from(&scaler::ScalingSettings::default())
