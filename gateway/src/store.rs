@@ -6,8 +6,9 @@
 //! endpoint's parts when the endpoint is created (at start and on reload).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::control::journal::Journal;
 use crate::endpoint::Endpoint;
 
 /// Why the store could not open.
@@ -21,6 +22,8 @@ pub struct StoreError {
 /// The open store.
 pub struct Store {
     db: redb::Database,
+    /// The event journal's writer, while any endpoint uses it.
+    journal: Mutex<Weak<Journal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -39,12 +42,22 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|err| failed(err.to_string()))?;
         let db = redb::Database::create(&path).map_err(|err| failed(err.to_string()))?;
-        Ok(Arc::new(Store { db }))
+        Ok(Arc::new(Store {
+            db,
+            journal: Mutex::new(Weak::new()),
+        }))
     }
 
     /// The database, for the tables of each user.
     pub fn db(&self) -> &redb::Database {
         &self.db
+    }
+
+    /// Where the event journal of this store is kept (see [`Journal::of`]).
+    pub(crate) fn journal_slot(&self) -> MutexGuard<'_, Weak<Journal>> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Gives a new endpoint's persistent parts their history and a place to write.

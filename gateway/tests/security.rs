@@ -1315,11 +1315,14 @@ fn admin_get(gateway: &TestGateway, path: &str, token: Option<&str>) -> Answer {
 }
 
 /// A 401 from the admin API: JSON, with a `Bearer` challenge.
-fn assert_admin_refused(answer: &Answer, what: &str) {
+fn assert_admin_refused(answer: &Answer, what: &str) -> String {
     assert_eq!(answer.status, 401, "{what}: {answer:?}");
     let challenge = answer.header("www-authenticate").unwrap_or_default();
     assert!(challenge.starts_with("Bearer"), "{what}: {answer:?}");
-    answer.error();
+    answer.error()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// With `server.admin_token_sha256`, `/metrics` (and the rest of the admin API) needs the
@@ -1346,8 +1349,11 @@ fn admin_token_guards_the_admin_api() {
     };
     let closed = TestGateway::start(&base(""));
     let wrong = gateway::token::generate();
-    assert_admin_refused(&admin_get(&closed, "/metrics", None), "no token");
-    assert_admin_refused(&admin_get(&closed, "/metrics", Some(&wrong)), "wrong token");
+    // The same verdicts as for project tokens.
+    let code = assert_admin_refused(&admin_get(&closed, "/metrics", None), "no token");
+    assert_eq!(code, "missing_token");
+    let code = assert_admin_refused(&admin_get(&closed, "/metrics", Some(&wrong)), "wrong token");
+    assert_eq!(code, "invalid_token");
     let answer = get_from(
         LOCAL,
         closed.addr("admin"),
@@ -1355,7 +1361,8 @@ fn admin_token_guards_the_admin_api() {
         "admin",
         &[("Authorization", "Basic dXNlcjpwYXNz")],
     );
-    assert_admin_refused(&answer, "Basic credentials");
+    let code = assert_admin_refused(&answer, "Basic credentials");
+    assert_eq!(code, "malformed_authorization");
     assert_admin_refused(
         &admin_get(&closed, "/admin/endpoints", None),
         "another admin path without a token",

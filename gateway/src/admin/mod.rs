@@ -99,15 +99,13 @@ async fn require_admin_token(
     let open = access.admin_token.is_none()
         || path == "/healthz"
         || (path == "/metrics" && access.metrics_public);
-    let presented = auth::bearer(request.headers()).ok();
-    if open || presented.is_some_and(|token| access.is_admin(token)) {
+    let presented = auth::bearer(request.headers());
+    if open || presented.is_ok_and(|token| access.is_admin(token)) {
         drop(access);
         return next.run(request).await;
     }
-    let failure = match presented {
-        None => AuthFailure::Missing,
-        Some(_) => AuthFailure::InvalidToken,
-    };
+    // The same verdicts as a project token: missing, malformed, or not the admin token.
+    let failure = presented.err().unwrap_or(AuthFailure::InvalidToken);
     // The data plane's one error mapping: the same JSON and challenge as a project token.
     error_answer(&ProxyError::Unauthorized(failure)).map(axum::body::Body::from)
 }

@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,9 +44,6 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At most one persistence warning per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// The journals of the open stores, one each: every endpoint of a store shares its writer.
-static JOURNALS: Mutex<Vec<Weak<Journal>>> = Mutex::new(Vec::new());
 
 /// Work for the writer thread.
 enum Op {
@@ -102,19 +99,14 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// The journal of `store`, starting its writer on first use.
     pub fn of(store: &Arc<Store>) -> Arc<Journal> {
-        let mut journals = JOURNALS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        journals.retain(|journal| journal.strong_count() > 0);
-        let found = journals
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|journal| Arc::ptr_eq(&journal.store, store));
-        if let Some(journal) = found {
+        // Every endpoint of a store shares one writer; the store keeps it weakly (the
+        // journal holds the store), so it goes when the last endpoint does.
+        let mut slot = store.journal_slot();
+        if let Some(journal) = slot.upgrade() {
             return journal;
         }
         let journal = Arc::new(Journal::start(Arc::clone(store)));
-        journals.push(Arc::downgrade(&journal));
+        *slot = Arc::downgrade(&journal);
         journal
     }
 
@@ -297,15 +289,7 @@ impl Drop for Journal {
 /// only when events were queued and could not be confirmed committed. Portico calls this
 /// at the end of a run, after the controllers stopped, so the last events survive.
 pub fn flush(store: &Arc<Store>) -> bool {
-    let journal = {
-        let journals = JOURNALS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        journals
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|journal| Arc::ptr_eq(&journal.store, store))
-    };
+    let journal = store.journal_slot().upgrade();
     // No journal left means every endpoint is gone, and its drop already waited for the
     // writer.
     journal.is_none_or(|journal| journal.flush())
