@@ -330,7 +330,11 @@ fn reload_adds_replaces_and_removes_endpoints() {
             .starts_with("404")
     );
 
-    std::fs::write(&path, static_config(&worker, &["e1", "e2"], 300)).unwrap();
+    // With e2 comes an alert rule watching it.
+    let rule = "\n[[alert]]\nname = \"e2-down\"\nendpoint = \"e2\"\nmetric = \"ready_workers\"\n\
+                operator = \"<\"\nthreshold = 1\n";
+    let with_e2 = static_config(&worker, &["e1", "e2"], 300) + rule;
+    std::fs::write(&path, with_e2).unwrap();
     let (status, report) = admin(&gw, "POST", "/admin/reload", None);
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["endpoints"]["added"], serde_json::json!(["e2"]));
@@ -344,6 +348,26 @@ fn reload_adds_replaces_and_removes_endpoints() {
         .filter_map(|e| e["id"].as_str())
         .collect();
     assert_eq!(ids, ["e1", "e2"]);
+    let alerts = |gw: &TestGateway| {
+        let (_, answer) = admin(gw, "GET", "/admin/alerts", None);
+        answer["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}@{}",
+                    a["name"].as_str().unwrap_or(""),
+                    a["endpoint"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Rule × endpoint pairs appear at the next evaluation (every 5 s by default).
+    eventually("the reloaded alert rule", Duration::from_secs(15), || {
+        (alerts(&gw) == ["e2-down@e2"]).then_some(())
+    });
 
     std::fs::write(&path, static_config(&worker, &["e1"], 120)).unwrap();
     let (status, report) = admin(&gw, "POST", "/admin/reload", None);
@@ -357,6 +381,12 @@ fn reload_adds_replaces_and_removes_endpoints() {
             .starts_with("404")
     );
     assert_eq!(admin(&gw, "GET", "/admin/endpoints/e2", None).0, 404);
+    // A removed rule's pairs leave at the next evaluation.
+    eventually(
+        "the alert rule to leave with the file",
+        Duration::from_secs(15),
+        || alerts(&gw).is_empty().then_some(()),
+    );
     // The replacement continues the history of the endpoint it replaced.
     let events = eventually(
         "the replacement's created event",

@@ -127,14 +127,8 @@ struct Total {
 
 impl Total {
     fn add(&mut self, hour: &Hour) {
-        let sums = &mut self.sums;
-        sums.requests += hour.requests;
-        sums.client_errors += hour.client_errors;
-        sums.server_errors += hour.server_errors;
-        sums.bytes_in += hour.bytes_in;
-        sums.bytes_out += hour.bytes_out;
-        sums.prompt_tokens += hour.prompt_tokens;
-        sums.completion_tokens += hour.completion_tokens;
+        // Latency and callers are summed wider here than an hour holds them.
+        self.sums.add_counts(hour);
         self.latency.add(&hour.latency);
         for (caller, count) in hour.callers.iter() {
             self.callers.entry(caller).or_default().merge(&count);

@@ -206,6 +206,16 @@ impl Hour {
 
     /// Adds everything `other` counted (its callers within the bound).
     pub fn merge(&mut self, other: &Hour) {
+        self.add_counts(other);
+        self.latency.merge(&other.latency);
+        for (caller, count) in other.callers.iter() {
+            self.callers.add(&caller, &count);
+        }
+    }
+
+    /// Adds `other`'s counters (requests, errors, bytes, tokens): not its latency or
+    /// callers.
+    pub fn add_counts(&mut self, other: &Hour) {
         self.requests += other.requests;
         self.client_errors += other.client_errors;
         self.server_errors += other.server_errors;
@@ -213,10 +223,6 @@ impl Hour {
         self.bytes_out += other.bytes_out;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
-        self.latency.merge(&other.latency);
-        for (caller, count) in other.callers.iter() {
-            self.callers.add(&caller, &count);
-        }
     }
 
     /// Moves what was counted out and leaves zeros, keeping the caller table's names and

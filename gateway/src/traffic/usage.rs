@@ -143,35 +143,50 @@ fn skip_space(text: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index of the `}` (or `]`) closing the object (or array) opened at `open`,
-/// strings respected.
+/// The brackets (`{`, `}`, `[`, `]`) of `text` from `from` on, with their positions; those
+/// inside strings are skipped.
+fn brackets(text: &[u8], from: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    text.iter()
+        .enumerate()
+        .skip(from)
+        .filter_map(move |(i, &b)| {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                return None;
+            }
+            match b {
+                b'"' => {
+                    in_string = true;
+                    None
+                }
+                b'{' | b'}' | b'[' | b']' => Some((i, b)),
+                _ => None,
+            }
+        })
+}
+
+fn opens(bracket: u8) -> bool {
+    matches!(bracket, b'{' | b'[')
+}
+
+/// The index of the `}` (or `]`) closing the object (or array) opened at `open`.
 fn matching(text: &[u8], open: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut i = open;
-    while i < text.len() {
-        let b = text[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
+    for (i, b) in brackets(text, open) {
+        if opens(b) {
+            depth += 1;
         } else {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        let pair = (text[open] == b'{') == (b == b'}');
-                        return pair.then_some(i);
-                    }
-                }
-                _ => {}
+            depth -= 1;
+            if depth == 0 {
+                return ((text[open] == b'{') == (b == b'}')).then_some(i);
             }
         }
-        i += 1;
     }
     None
 }
@@ -180,39 +195,22 @@ fn matching(text: &[u8], open: usize) -> Option<usize> {
 /// close until the next value begins (`data: [DONE]`, a later event) or the text ends.
 fn last_of_top_level(text: &[u8], from: usize) -> bool {
     let mut depth = 0i64;
-    let mut in_string = false;
     let mut closed = false;
-    let mut i = from;
-    while i < text.len() {
-        let b = text[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
+    for (_, b) in brackets(text, from) {
+        if opens(b) {
+            if closed && depth == -1 {
+                // The next value (another event) starts: ours was top-level.
+                return true;
             }
+            depth += 1;
         } else {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    if closed && depth == -1 {
-                        // The next value (another event) starts: ours was top-level.
-                        return true;
-                    }
-                    depth += 1;
-                }
-                b'}' | b']' => {
-                    depth -= 1;
-                    if depth == -1 {
-                        closed = true;
-                    } else if depth < -1 {
-                        return false;
-                    }
-                }
-                _ => {}
+            depth -= 1;
+            if depth == -1 {
+                closed = true;
+            } else if depth < -1 {
+                return false;
             }
         }
-        i += 1;
     }
     closed
 }
