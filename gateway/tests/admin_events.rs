@@ -9,56 +9,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use support::{TestGateway, eventually, fakeworker_bin, http};
+use support::{TestGateway, eventually, fakeworker_bin, http, process_config};
 
 const TOKEN: &str = "events-admin-token";
 
 fn config(state_dir: &Path) -> String {
-    let command = serde_json::to_string(&[
-        fakeworker_bin().display().to_string(),
-        "--port".into(),
-        "{port}".into(),
-    ])
-    .unwrap();
-    let token_hash: String = Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token_hash = gateway::token::sha256_hex(TOKEN);
     let state_dir = serde_json::to_string(&state_dir.display().to_string()).unwrap();
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-admin_token_sha256 = "{token_hash}"
-grace_period_seconds = 2
-state_dir = {state_dir}
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "e1"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "process"
-command = {command}
-startup_timeout_seconds = 30
-
-[endpoint.health]
-interval_ms = 250
-timeout_ms = 250
-
-[endpoint.scaling]
-min_workers = 0
-max_workers = 2
-"#
+    let fakeworker = fakeworker_bin().display().to_string();
+    process_config(
+        &[fakeworker.as_str(), "--port", "{port}"],
+        &format!(
+            "admin_token_sha256 = \"{token_hash}\"\ngrace_period_seconds = 2\nstate_dir = {state_dir}"
+        ),
+        "",
+        "[endpoint.health]\ninterval_ms = 250\ntimeout_ms = 250\n\n\
+         [endpoint.scaling]\nmin_workers = 0\nmax_workers = 2",
     )
 }
 

@@ -9,41 +9,18 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{TestGateway, eventually, fakeworker_bin, get};
+use support::{TestGateway, eventually, fakeworker_bin, get, process_config};
 
 fn config() -> String {
     let script = format!(
         "echo 'boot line alpha'; echo 'boot line beta' >&2; exec {} --port {{port}}",
         fakeworker_bin().display()
     );
-    let command = serde_json::to_string(&["sh", "-c", &script]).unwrap();
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 2
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "e1"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "process"
-command = {command}
-startup_timeout_seconds = 30
-
-[endpoint.scaling]
-min_workers = 1
-max_workers = 1
-"#
+    process_config(
+        &["sh", "-c", &script],
+        "grace_period_seconds = 2",
+        "",
+        "[endpoint.scaling]\nmin_workers = 1\nmax_workers = 1",
     )
 }
 

@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{TestGateway, closed_port_url, eventually, fakeworker_bin, get, portico_bin};
+use support::{
+    TestGateway, closed_port_url, eventually, fakeworker_bin, get, portico_bin, process_config,
+};
 
 /// How long workers may take to start or stop.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -22,37 +24,14 @@ fn config(token: &str, extra: &str) -> String {
         "echo 'boot line alpha'; echo 'boot line beta' >&2; exec {} --port {{port}}",
         fakeworker_bin().display()
     );
-    let command = serde_json::to_string(&["sh", "-c", &script]).unwrap();
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-admin_token_sha256 = "{hash}"
-grace_period_seconds = 2
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-{extra}
-
-[[endpoint]]
-id = "e1"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "process"
-command = {command}
-startup_timeout_seconds = 30
-
-[endpoint.scaling]
-min_workers = 1
-max_workers = 3
-"#,
-        hash = gateway::token::sha256_hex(token),
+    process_config(
+        &["sh", "-c", &script],
+        &format!(
+            "admin_token_sha256 = \"{}\"\ngrace_period_seconds = 2",
+            gateway::token::sha256_hex(token)
+        ),
+        extra,
+        "[endpoint.scaling]\nmin_workers = 1\nmax_workers = 3",
     )
 }
 

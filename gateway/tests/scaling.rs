@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Http1, TestGateway, eventually, fakeworker_bin, get, http, metric};
+use support::{Http1, TestGateway, eventually, fakeworker_bin, get, http, metric, process_config};
 
 const CHAT: &str = "/project/p1/endpoint/e1/v1/chat/completions";
 
@@ -24,37 +24,13 @@ fn config(worker_args: &[&str], scaling: &str) -> String {
         "{port}".into(),
     ];
     command.extend(worker_args.iter().map(|a| a.to_string()));
-    let command = serde_json::to_string(&command).unwrap();
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 5
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "e1"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "process"
-command = {command}
-startup_timeout_seconds = 30
-
-[endpoint.health]
-interval_ms = 500
-timeout_ms = 500
-
-[endpoint.scaling]
-{scaling}
-"#
+    process_config(
+        &command,
+        "grace_period_seconds = 5",
+        "",
+        &format!(
+            "[endpoint.health]\ninterval_ms = 500\ntimeout_ms = 500\n\n[endpoint.scaling]\n{scaling}"
+        ),
     )
 }
 

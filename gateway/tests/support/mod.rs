@@ -423,6 +423,48 @@ pub fn is_probe_or_scrape(path: &str) -> bool {
     bare == "/health" || bare == "/metrics"
 }
 
+/// The TOML config of a gateway with one public listener, the admin listener, project `p1`
+/// and one public endpoint `e1` whose workers are processes running `command` (with the
+/// process actuator's `{port}` placeholder). `server` and `project` are TOML lines added to
+/// `[server]` and to the project; `tables` follow `[endpoint.workers]` (`[endpoint.health]`,
+/// `[endpoint.scaling]`, …).
+pub fn process_config<S: AsRef<str>>(
+    command: &[S],
+    server: &str,
+    project: &str,
+    tables: &str,
+) -> String {
+    let command: Vec<&str> = command.iter().map(AsRef::as_ref).collect();
+    let command = serde_json::to_string(&command).expect("a command");
+    format!(
+        r#"
+[server]
+admin_listen = "127.0.0.1:0"
+{server}
+
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+
+[[project]]
+id = "p1"
+{project}
+
+[[endpoint]]
+id = "e1"
+project = "p1"
+public = true
+
+[endpoint.workers]
+kind = "process"
+command = {command}
+startup_timeout_seconds = 30
+
+{tables}
+"#
+    )
+}
+
 /// The TOML config of a gateway with one public listener, the admin listener (with
 /// `/metrics` open), project `p1` and one public endpoint `e1` on static `urls`.
 #[derive(Clone, Debug)]
