@@ -1,8 +1,8 @@
 //! `wsbench`: WebSocket load for benchmarks.
 //!
-//! - `wsbench echo --url ws://IP:PORT/path --connections N --seconds S --size BYTES`: each
-//!   connection sends a binary message and waits for its echo, again and again, for S
-//!   seconds (after a 1 s warm-up); prints `{"connections","size","seconds","messages",
+//! - `wsbench echo --url ws://IP:PORT/path --connections N --seconds S --size BYTES
+//!   [--warmup-seconds W]`: each connection sends a binary message and waits for its echo,
+//!   again and again, for S seconds (after a W s warm-up, 1 by default); prints `{"connections","size","seconds","messages",
 //!   "messages_per_s","rtt_us":{"p50","p99"}}`, where a message is one echoed round trip.
 //! - `wsbench idle --url … --connections N`: opens N sessions, prints `open N` once all are
 //!   open, holds them until standard input closes, then closes them. A benchmark script
@@ -40,9 +40,12 @@ enum Mode {
         /// Concurrent sessions.
         #[arg(long, default_value_t = 1)]
         connections: usize,
-        /// Measured seconds (after a 1 s warm-up).
+        /// Measured seconds (after the warm-up).
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Unmeasured seconds of echoes first (0: a benchmark script warms up on its own).
+        #[arg(long, default_value_t = 1)]
+        warmup_seconds: u64,
         /// Message size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
@@ -113,12 +116,18 @@ fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-async fn echo(url: Uri, connections: usize, seconds: u64, size: usize) -> anyhow::Result<()> {
+async fn echo(
+    url: Uri,
+    connections: usize,
+    seconds: u64,
+    warmup_seconds: u64,
+    size: usize,
+) -> anyhow::Result<()> {
     let mut sessions = Vec::with_capacity(connections);
     for _ in 0..connections {
         sessions.push(open(&url).await?);
     }
-    let measure_from = Instant::now() + Duration::from_secs(1);
+    let measure_from = Instant::now() + Duration::from_secs(warmup_seconds);
     let until = measure_from + Duration::from_secs(seconds);
     let tasks: Vec<_> = sessions
         .into_iter()
@@ -168,8 +177,9 @@ async fn main() -> anyhow::Result<()> {
             url,
             connections,
             seconds,
+            warmup_seconds,
             size,
-        } => echo(url, connections, seconds, size).await,
+        } => echo(url, connections, seconds, warmup_seconds, size).await,
         Mode::Idle { url, connections } => idle(url, connections).await,
     }
 }
