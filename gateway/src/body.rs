@@ -483,6 +483,7 @@ mod tests {
             caller: Some(Arc::from(caller)),
             error: None,
             ws: None,
+            busy: None,
         }
     }
 

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accesslog;
 use crate::config::Server;
 use crate::framing::FramingGuard;
+use crate::idle::{self, Watch};
 use crate::listen;
 use crate::pipeline::{self, Connection, Shared};
 use crate::proxyproto::{self, Header};
@@ -194,6 +195,12 @@ async fn serve_thread(
             stop.clone(),
         )));
     }
+    // Slow heads and idle keep-alive connections: one sweep for all of the thread's
+    // connections instead of a timer per request.
+    let sweeper = tokio::task::spawn_local(idle::sweep(
+        server.header_read_timeout,
+        server.keepalive_timeout,
+    ));
     let flusher = tokio::task::spawn_local(async {
         let mut ticks = tokio::time::interval(accesslog::FLUSH_INTERVAL);
         loop {
@@ -225,6 +232,7 @@ async fn serve_thread(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     flusher.abort();
+    sweeper.abort();
     accesslog::flush();
 }
 
@@ -233,7 +241,9 @@ fn connection_builder(server: &Server) -> auto::Builder<LocalExec> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        // Slow heads are closed by the thread's sweep (idle.rs), which also enforces the
+        // keep-alive timeout; hyper's head timer would cost a timer per request.
+        .header_read_timeout(None)
         .max_headers(server.max_headers)
         .max_buf_size(server.max_header_bytes.max(8192))
         .keep_alive(true);
@@ -292,7 +302,8 @@ async fn serve_connection(
         return;
     };
     let framing_conflict = Arc::new(AtomicBool::new(false));
-    let stream = FramingGuard::new(stream, Arc::clone(&framing_conflict));
+    let watch = Watch::new();
+    let stream = FramingGuard::new(stream, Arc::clone(&framing_conflict), Arc::clone(&watch));
     let conn = Connection {
         listener: listener.index,
         listener_name: Rc::clone(&listener.name),
@@ -306,6 +317,7 @@ async fn serve_connection(
             "http"
         },
         framing_conflict,
+        watch,
         forwarding: Default::default(),
     };
     match &listener.tls {

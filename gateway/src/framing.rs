@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::idle::Watch;
+
 const CONTENT_LENGTH: &[u8] = b"content-length:";
 const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -119,20 +121,25 @@ impl Scanner {
 /// A client stream whose reads are scanned; the flag is shared with the pipeline. (An
 /// atomic only because hyper requires upgradable streams to be `Send`; it never leaves the
 /// connection's thread.)
+///
+/// The guard also tells the connection's [`Watch`] when bytes arrive and fails reads once
+/// the watch expired (a slow head or an idle keep-alive connection).
 #[derive(Debug)]
 pub struct FramingGuard<S> {
     inner: S,
     scanner: Scanner,
     conflict: Arc<AtomicBool>,
+    watch: Arc<Watch>,
 }
 
 impl<S> FramingGuard<S> {
     /// Wraps `inner`; `conflict` is raised when a head carries both length headers.
-    pub fn new(inner: S, conflict: Arc<AtomicBool>) -> FramingGuard<S> {
+    pub fn new(inner: S, conflict: Arc<AtomicBool>, watch: Arc<Watch>) -> FramingGuard<S> {
         FramingGuard {
             inner,
             scanner: Scanner::default(),
             conflict,
+            watch,
         }
     }
 }
@@ -144,12 +151,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.watch.expired() {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled
-            && this.scanner.scan(&buf.filled()[before..])
-        {
-            this.conflict.store(true, Ordering::Relaxed);
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.watch.bytes_arrived();
+                let http2 = this.scanner.off;
+                if this.scanner.scan(&buf.filled()[before..]) {
+                    this.conflict.store(true, Ordering::Relaxed);
+                }
+                if this.scanner.off && !http2 {
+                    this.watch.set_http2();
+                }
+            }
+            Poll::Pending => this.watch.register(cx.waker()),
+            _ => {}
         }
         polled
     }

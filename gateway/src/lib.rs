@@ -51,6 +51,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod health;
+pub mod idle;
 pub mod jobs;
 pub mod jsonline;
 pub mod lifecycle;

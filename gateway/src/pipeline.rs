@@ -19,6 +19,7 @@ use crate::access::ServerAccess;
 use crate::body::{ProxyBody, RequestBody, RequestStats};
 use crate::error::{ProxyError, error_response};
 use crate::headers::{ClientInfo, ForwardingCache, X_REQUEST_ID};
+use crate::idle::Watch;
 use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
@@ -58,6 +59,8 @@ pub struct Connection {
     /// Set by the framing guard when a request head carried both `Content-Length` and
     /// `Transfer-Encoding`.
     pub framing_conflict: Arc<AtomicBool>,
+    /// The connection's head and keep-alive deadlines.
+    pub watch: Arc<Watch>,
     /// Forwarding header values built for this connection's client.
     pub forwarding: RefCell<ForwardingCache>,
 }
@@ -68,6 +71,8 @@ pub async fn handle(
     conn: &Connection,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    // No deadline runs on the connection while the request is in flight.
+    let busy = conn.watch.busy();
     // Gateway health answers carry no telemetry: load balancers probe them every second.
     match request.uri().path() {
         "/healthz" => return health(r#"{"status":"ok"}"#),
@@ -93,6 +98,7 @@ pub async fn handle(
         error: None,
         caller: None,
         ws: None,
+        busy: Some(busy),
     };
     let (mut response, session) = match proxy(shared, conn, &mut record, request, &request_id).await
     {

@@ -702,3 +702,83 @@ fn chat_completion_whole_answer_passes_through() {
     );
     assert_eq!(worker.count("/v1/chat/completions"), 1);
 }
+
+/// Reads from `stream` until the gateway closes it; returns how long that took and what
+/// arrived before.
+fn wait_for_close(stream: &mut std::net::TcpStream, within: Duration) -> (Duration, Vec<u8>) {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (started.elapsed(), received),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("still open after {within:?}; received {received:?}")
+            }
+            // A reset is a close too.
+            Err(_) => return (started.elapsed(), received),
+        }
+    }
+}
+
+/// `server.header_read_timeout_seconds` cuts off a client that is slow to send its head;
+/// `server.keepalive_timeout_seconds` closes a keep-alive connection left idle, and not
+/// sooner; neither cuts a response that takes longer than both.
+#[test]
+fn slow_heads_and_idle_keepalive_connections_are_closed() {
+    use std::io::Write as _;
+    let worker = TestWorker::start(&[]);
+    let toml = ProxyConfig::new(&[worker.url()])
+        .timeouts(500, 10, 10)
+        .toml()
+        .replacen(
+            "[server]\n",
+            "[server]\nheader_read_timeout_seconds = 1\nkeepalive_timeout_seconds = 3\n",
+            1,
+        );
+    let gateway = TestGateway::start(&toml);
+    let addr = gateway.addr("public");
+
+    // Half a head, then silence: closed after about one second, unanswered.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(format!("GET {E1}/echo HTTP/1.1\r\nHo").as_bytes())
+        .unwrap();
+    let (took, received) = wait_for_close(&mut slow, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(2500),
+        "a slow head was closed after {took:?}"
+    );
+    assert!(
+        received.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    assert_eq!(worker.count("/echo"), 0);
+
+    // One request answered, then idle: kept past the head timeout, closed at the
+    // keep-alive timeout.
+    let mut idle = Http1::connect(addr);
+    assert_eq!(idle.get(&format!("{E1}/echo/first")).0, 200);
+    let mut stream = idle.stream.try_clone().unwrap();
+    let (took, _) = wait_for_close(&mut stream, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
+        "an idle keep-alive connection was closed after {took:?}"
+    );
+
+    // An answer slower than both timeouts arrives whole on a connection that then stays
+    // usable.
+    let mut patient = Http1::connect(addr);
+    patient.set_timeout(Duration::from_secs(10));
+    let (status, _) = patient.get(&format!("{E1}/slow?ms=4000"));
+    assert_eq!(status, 200);
+    assert_eq!(patient.get(&format!("{E1}/echo/after")).0, 200);
+}

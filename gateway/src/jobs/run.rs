@@ -248,6 +248,7 @@ fn record(endpoint: &Arc<Endpoint>, state: &JobState) -> Record {
         caller: None,
         error: None,
         ws: None,
+        busy: None,
     }
 }
 

@@ -13,6 +13,7 @@ use http::{HeaderValue, Uri, Version};
 use crate::accesslog::{self, Line, Rfc3339};
 use crate::body::RequestStats;
 use crate::endpoint::Endpoint;
+use crate::idle::Busy;
 use crate::traffic::{Sample, Usage};
 use crate::worker::Worker;
 
@@ -52,6 +53,8 @@ pub struct Record {
     pub error: Option<&'static str>,
     /// What a relayed WebSocket session carried.
     pub ws: Option<WsSummary>,
+    /// Holds the client connection's deadlines until the response (or session) ends.
+    pub busy: Option<Busy>,
 }
 
 impl Record {
@@ -76,6 +79,7 @@ impl Record {
             caller: self.caller.clone(),
             error: None,
             ws: None,
+            busy: None,
         }
     }
 }

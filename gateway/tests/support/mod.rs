@@ -682,7 +682,8 @@ enum Framing {
 /// connection close) and arrival times can be checked. Reads time out after 5 s unless
 /// [`Http1::set_timeout`] says otherwise.
 pub struct Http1 {
-    stream: std::net::TcpStream,
+    /// The connection (for tests that read or wait on it directly).
+    pub stream: std::net::TcpStream,
     buf: Vec<u8>,
     /// Status of the last response head read.
     pub status: u16,
