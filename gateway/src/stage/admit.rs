@@ -54,6 +54,18 @@ pub async fn admit(
     if !control.holds() || endpoint.has_available_worker() {
         return Ok(Admitted::Now(request));
     }
+    // Boxed: holding is the rare path, and its state should not grow every request's
+    // future.
+    Box::pin(admit_held(endpoint, request, record)).await
+}
+
+/// [`admit`] for an endpoint that has no ready worker now.
+async fn admit_held(
+    endpoint: &Arc<Endpoint>,
+    request: Request<RequestBody>,
+    record: &Record,
+) -> Result<Admitted, ProxyError> {
+    let control = &endpoint.control;
     let (timeout, keepalive) = {
         let settings = control.settings();
         (settings.cold_start_timeout, settings.waking_keepalive)

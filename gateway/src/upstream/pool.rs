@@ -93,6 +93,16 @@ pub async fn checkout_http1(
             });
         }
     }
+    // Boxed: connecting is the rare path, and its state should not grow every request's
+    // future.
+    Box::pin(connect_http1(worker, connect_timeout)).await
+}
+
+/// A new HTTP/1.1 connection to `worker`, its connection task spawned on this thread.
+async fn connect_http1(
+    worker: &Worker,
+    connect_timeout: Duration,
+) -> Result<Pooled, UpstreamErrorKind> {
     let stream = connect(worker, connect_timeout).await?;
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -130,6 +140,15 @@ pub async fn checkout_http2(
     if let Some(sender) = existing {
         return Ok(sender);
     }
+    // Boxed, like `connect_http1`.
+    Box::pin(connect_http2(worker, connect_timeout)).await
+}
+
+/// A new h2c connection to `worker`, kept as the thread's connection to it.
+async fn connect_http2(
+    worker: &Worker,
+    connect_timeout: Duration,
+) -> Result<http2::SendRequest<RequestBody>, UpstreamErrorKind> {
     let stream = connect(worker, connect_timeout).await?;
     let (sender, connection) = http2::Builder::new(LocalExec)
         .handshake(TokioIo::new(stream))
