@@ -378,22 +378,24 @@ fn close(code: CloseCode, reason: &'static str) -> CloseFrame {
 }
 
 fn ws_config(settings: &config::WebSocket) -> WebSocketConfig {
-    // No read buffer of the session's own (reads go through the thread's, see `LeanIo`) and
-    // no write buffering keep an idle session cheap: messages are written as soon as they
-    // are relayed.
+    // Reads go through the thread's buffer (see `LeanIo`), so tungstenite's own is small:
+    // its size is also the most tungstenite takes per read call, and at less than about a
+    // kibibyte a message costs many calls. No write buffering: messages are written as
+    // soon as they are relayed.
     WebSocketConfig::default()
-        .read_buffer_size(0)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_frame_bytes))
 }
 
-/// The socket under one side's WebSocket. With no read buffer of its own, tungstenite asks
-/// for a frame header's few bytes at a time; each of those reads would be a system call.
+/// The socket under one side's WebSocket. With a small read buffer, tungstenite asks for a
+/// frame header's few bytes, then the payload, up to its buffer's size at a time; each of
+/// those reads would be a system call.
 /// Instead, reads go through a buffer shared by all sessions of the thread, and what the
 /// WebSocket did not take yet is kept here, in an allocation that lives only until it is
-/// taken (usually the rest of the frame, on the next read). An idle session holds no read
-/// buffer at all.
+/// taken (usually the rest of the frame, on the next read). An idle session holds only
+/// tungstenite's small buffers.
 struct LeanIo<T> {
     inner: T,
     /// Read from the socket, not yet taken: `pending[taken..]`.
