@@ -8,16 +8,20 @@
 //! pings it receives, so pongs are not relayed. Extension offers (`permessage-deflate`) are
 //! removed, because messages are relayed re-framed and a compressed session cannot be.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -40,8 +44,12 @@ const SEC_WEBSOCKET_EXTENSIONS: HeaderName = HeaderName::from_static("sec-websoc
 /// How long a closing side may take to answer the close frame.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
+/// Size of the read buffer the sessions of a thread share (see [`LeanIo`]).
+const SCRATCH_BYTES: usize = 16 * 1024;
+
 thread_local! {
     static OPEN: Cell<usize> = const { Cell::new(0) };
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
 }
 
 /// Sessions open on this data-plane thread, so shutdown can wait for their close frames.
@@ -166,6 +174,15 @@ impl Session {
     /// Relays messages until either side closes, a limit is hit, or shutdown; then writes
     /// the session's access-log line.
     pub async fn run(self, mut record: Record) {
+        // hyper parses the URI and header values as slices of the client connection's read
+        // buffer: kept for the whole session, the record's copies would pin that buffer
+        // (16 KiB) for as long as the WebSocket stays open.
+        if let Ok(uri) = record.uri.to_string().parse::<Uri>() {
+            record.uri = uri;
+        }
+        if let Ok(id) = HeaderValue::from_bytes(record.request_id.as_bytes()) {
+            record.request_id = id;
+        }
         OPEN.with(|open| open.set(open.get() + 1));
         let endpoint = Arc::clone(&self.endpoint);
         endpoint.metrics.ws_opened();
@@ -184,14 +201,20 @@ impl Session {
         let client_io = self.client.await?;
         let worker_io = self.worker.await?;
         let config = ws_config(settings);
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(client_io), Role::Server, Some(config))
-                .await;
-        let worker =
-            WebSocketStream::from_raw_socket(TokioIo::new(worker_io), Role::Client, Some(config))
-                .await;
-        let (mut client_tx, mut client_rx) = client.split();
-        let (mut worker_tx, mut worker_rx) = worker.split();
+        // One task drives both streams, so they are not split (which would put each behind
+        // a lock of its own).
+        let mut client = WebSocketStream::from_raw_socket(
+            LeanIo::new(TokioIo::new(client_io)),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        let mut worker = WebSocketStream::from_raw_socket(
+            LeanIo::new(TokioIo::new(worker_io)),
+            Role::Client,
+            Some(config),
+        )
+        .await;
         let metrics = &self.endpoint.metrics;
         let _guard = self.guard;
 
@@ -209,8 +232,8 @@ impl Session {
         let mut client_broke_protocol = false;
         let (to_client, to_worker): (Option<CloseFrame>, Option<CloseFrame>) = loop {
             let (side, next) = tokio::select! {
-                next = client_rx.next() => (Side::Client, next),
-                next = worker_rx.next() => (Side::Worker, next),
+                next = client.next() => (Side::Client, next),
+                next = worker.next() => (Side::Worker, next),
                 () = &mut idle => break (
                     Some(close(CloseCode::Away, "idle timeout")),
                     Some(close(CloseCode::Away, "idle timeout")),
@@ -235,8 +258,8 @@ impl Session {
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + settings.idle_timeout);
             let (sink, direction) = match side {
-                Side::Client => (&mut worker_tx, 0),
-                Side::Worker => (&mut client_tx, 1),
+                Side::Client => (&mut worker, 0),
+                Side::Worker => (&mut client, 1),
             };
             match message {
                 Message::Text(_) | Message::Binary(_) => {
@@ -285,15 +308,15 @@ impl Session {
             // its answers to them are owed to the client before the client is closed, as a
             // direct connection would have delivered them.
             if let Some(frame) = to_worker.clone() {
-                let _ = worker_tx.send(Message::Close(Some(frame))).await;
+                let _ = worker.send(Message::Close(Some(frame))).await;
             }
             let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-                while let Some(Ok(message)) = worker_rx.next().await {
+                while let Some(Ok(message)) = worker.next().await {
                     if let Message::Text(_) | Message::Binary(_) = message {
                         let len = message.len() as u64;
                         metrics.ws_message(1, len);
                         summary.count(false, len);
-                        if client_tx.send(message).await.is_err() {
+                        if client.send(message).await.is_err() {
                             break;
                         }
                     }
@@ -301,17 +324,17 @@ impl Session {
             })
             .await;
         } else if let Some(frame) = to_worker.clone() {
-            let _ = worker_tx.send(Message::Close(Some(frame))).await;
+            let _ = worker.send(Message::Close(Some(frame))).await;
         }
         if let Some(frame) = to_client {
             summary.close_code.get_or_insert(u16::from(frame.code));
-            let _ = client_tx.send(Message::Close(Some(frame))).await;
+            let _ = client.send(Message::Close(Some(frame))).await;
         }
         // Let both sides finish the closing handshake, briefly.
         let _ = tokio::time::timeout(CLOSE_DRAIN, async {
             tokio::join!(
-                async { while let Some(Ok(_)) = client_rx.next().await {} },
-                async { while let Some(Ok(_)) = worker_rx.next().await {} },
+                async { while let Some(Ok(_)) = client.next().await {} },
+                async { while let Some(Ok(_)) = worker.next().await {} },
             )
         })
         .await;
@@ -355,11 +378,102 @@ fn close(code: CloseCode, reason: &'static str) -> CloseFrame {
 }
 
 fn ws_config(settings: &config::WebSocket) -> WebSocketConfig {
-    // Small read buffers and no write buffering keep an idle session cheap: messages are
-    // written as soon as they are relayed.
+    // Reads go through the thread's buffer (see `LeanIo`), so tungstenite's own is small:
+    // its size is also the most tungstenite takes per read call, and at less than about a
+    // kibibyte a message costs many calls. No write buffering: messages are written as
+    // soon as they are relayed.
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_frame_bytes))
+}
+
+/// The socket under one side's WebSocket. With a small read buffer, tungstenite asks for a
+/// frame header's few bytes, then the payload, up to its buffer's size at a time; each of
+/// those reads would be a system call.
+/// Instead, reads go through a buffer shared by all sessions of the thread, and what the
+/// WebSocket did not take yet is kept here, in an allocation that lives only until it is
+/// taken (usually the rest of the frame, on the next read). An idle session holds only
+/// tungstenite's small buffers.
+struct LeanIo<T> {
+    inner: T,
+    /// Read from the socket, not yet taken: `pending[taken..]`.
+    pending: Vec<u8>,
+    taken: usize,
+}
+
+impl<T> LeanIo<T> {
+    fn new(inner: T) -> Self {
+        LeanIo {
+            inner,
+            pending: Vec::new(),
+            taken: 0,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for LeanIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.taken < this.pending.len() {
+            let n = (this.pending.len() - this.taken).min(buf.remaining());
+            buf.put_slice(&this.pending[this.taken..this.taken + n]);
+            this.taken += n;
+            if this.taken == this.pending.len() {
+                this.pending = Vec::new();
+                this.taken = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= SCRATCH_BYTES {
+            // A large payload: straight into the WebSocket's buffer.
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            let n = filled.len().min(buf.remaining());
+            buf.put_slice(&filled[..n]);
+            if n < filled.len() {
+                this.pending = filled[n..].to_vec();
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for LeanIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
