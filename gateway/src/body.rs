@@ -168,8 +168,12 @@ pub struct UpstreamBody {
     endpoint: Arc<Endpoint>,
     idle_timeout: Duration,
     /// Armed the first time the worker makes the client wait: a body that arrives whole
-    /// with its headers never needs a timer.
+    /// with its headers never needs a timer. Not moved on every chunk (a timer reset per
+    /// SSE event cost more than relaying it): a chunk notes its time in `last_chunk`, and a
+    /// timer that fires for a body that moved since is pushed back then.
     idle: Option<Pin<Box<Sleep>>>,
+    /// When the last chunk arrived, once the timer is armed.
+    last_chunk: Instant,
     /// The HTTP/1.1 connection, returned to the pool when the body ends cleanly.
     conn: Option<Pooled>,
     guard: Option<InflightGuard>,
@@ -189,6 +193,7 @@ impl UpstreamBody {
             endpoint,
             idle_timeout,
             idle: None,
+            last_chunk: Instant::now(),
             conn,
             guard: Some(guard),
         }
@@ -220,8 +225,8 @@ impl UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if self.inner.is_end_stream() {
                     self.finish();
-                } else if let Some(idle) = &mut self.idle {
-                    idle.as_mut().reset(Instant::now() + self.idle_timeout);
+                } else if self.idle.is_some() {
+                    self.last_chunk = Instant::now();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -233,18 +238,31 @@ impl UpstreamBody {
                 self.finish();
                 Poll::Ready(None)
             }
-            Poll::Pending => match self
-                .idle
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.idle_timeout)))
-                .as_mut()
-                .poll(cx)
-            {
-                Poll::Ready(()) => {
-                    self.fail(UpstreamErrorKind::IdleTimeout);
-                    Poll::Ready(Some(Err(BodyError::Idle(self.idle_timeout))))
+            Poll::Pending => {
+                let idle = match &mut self.idle {
+                    Some(idle) => idle,
+                    None => {
+                        self.last_chunk = Instant::now();
+                        self.idle.insert(Box::pin(tokio::time::sleep_until(
+                            self.last_chunk + self.idle_timeout,
+                        )))
+                    }
+                };
+                loop {
+                    if idle.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // The timer ran out: a silence that long, unless a chunk came since it
+                    // was set.
+                    let deadline = self.last_chunk + self.idle_timeout;
+                    if deadline <= Instant::now() {
+                        break;
+                    }
+                    idle.as_mut().reset(deadline);
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                self.fail(UpstreamErrorKind::IdleTimeout);
+                Poll::Ready(Some(Err(BodyError::Idle(self.idle_timeout))))
+            }
         }
     }
 }

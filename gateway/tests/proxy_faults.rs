@@ -286,6 +286,36 @@ fn worker_hanging_after_headers_breaks_the_stream() {
     );
 }
 
+/// A stream whose chunks come more often than `idle_seconds` is never cut, however long it
+/// lasts in all: the idle timer measures the silence since the last chunk.
+#[test]
+fn steady_stream_longer_than_the_idle_timeout_arrives_whole() {
+    let worker = TestWorker::start(&[]);
+    let gateway = ProxyConfig::new(&[worker.url()])
+        .timeouts(500, 2, 1)
+        .start();
+    let mut conn = Http1::connect(gateway.addr("public"));
+    conn.set_timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    conn.send(
+        format!("GET {E1}/sse?events=8&interval_ms=400 HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(conn.status, 200);
+    let events = conn.events();
+    assert_eq!(events.len(), 8, "{events:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2800),
+        "8 events 400 ms apart took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        conn.end,
+        Some(End::Clean),
+        "the stream ended with {:?}",
+        conn.end
+    );
+}
+
 /// A worker killed in the middle of an SSE stream: the client's stream breaks off without
 /// `data: [DONE]` and without a terminating chunk, promptly (well before the idle timeout).
 #[test]
