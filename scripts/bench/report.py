@@ -397,7 +397,7 @@ def ws_section():
         "## Scenario 5: WebSocket echo",
         "",
         f"{measured('ws')}: `wsbench echo --connections {env['WS_CONNS']} --size {env['WS_SIZE']} "
-        f"--seconds {env['SECS']}` (after a 1 s warm-up run) on the origin's `/ws` echo: each "
+        f"--seconds {env['WS_SECONDS']}` (after a 1 s warm-up run) on the origin's `/ws` echo: each "
         "session sends a binary message and waits for its echo, again and again. "
         f"{env['WS_REPS']} interleaved repetitions per path; median (min–max).",
         "",
@@ -440,7 +440,7 @@ def h2_section():
     lines = [
         "## Scenario 6: HTTP/2 (h2c prior knowledge)",
         "",
-        f"{measured('h2')}: `h2load -t1 -c{env['H2_CONNS']} -m{env['H2_STREAMS']} -D {env['SECS']} "
+        f"{measured('h2')}: `h2load -t1 -c{env['H2_CONNS']} -m{env['H2_STREAMS']} -D {env['H2_SECONDS']} "
         f"-d post.json -H content-type:application/json` (after a {env['WARMUP']} s warm-up run), "
         "the request of scenario 1 over HTTP/2 without TLS, prior knowledge: to Portico on its "
         "usual listener (it tells h2c from HTTP/1.1 by the preface), to nginx on its second, "

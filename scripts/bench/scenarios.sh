@@ -163,7 +163,7 @@ ws_warm() {
 ws_once() {
   local target=$1 out=$RUN_DIR/ws-$1-$2-$3.json json msgs cpu=null
   run_load "${PIN_LOAD[@]}" "$BIN/wsbench" echo --url "$(ws_url "$target")" --connections "$WS_CONNS" \
-    --seconds "$SECS" --warmup-seconds 0 --size "$WS_SIZE" >"$out" 2>"$out.err" || true
+    --seconds "$WS_SECONDS" --warmup-seconds 0 --size "$WS_SIZE" >"$out" 2>"$out.err" || true
   settle "${PROXY_PID[$target]}"
   json=$(head -n1 "$out")
   [ -n "$json" ] || json='{"messages":0}'
@@ -191,7 +191,7 @@ h2_warm() {
 h2_once() {
   local target=$1 out=$RUN_DIR/h2-$1-$2-$3.txt cpu=null
   # shellcheck disable=SC2046
-  run_load "${PIN_LOAD[@]}" h2load $(h2_args "$target" "$SECS") >"$out" 2>&1 || true
+  run_load "${PIN_LOAD[@]}" h2load $(h2_args "$target" "$H2_SECONDS") >"$out" 2>&1 || true
   settle "${PROXY_PID[$target]}"
   local fields
   fields=$(awk '

@@ -314,11 +314,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let timeout = Duration::from_secs(args.timeout_seconds);
 
     let warm_ups: Vec<anyhow::Result<()>> = stream::iter(0..args.concurrency)
-        .map(|_| async {
-            tokio::time::timeout(timeout, target.warm())
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-        })
+        .map(|_| within(timeout, target.warm()))
         .buffer_unordered(args.concurrency)
         .collect()
         .await;
@@ -337,11 +333,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         let batch = args.step.min(args.connections - started);
         started += batch;
         let outcomes: Vec<anyhow::Result<Held>> = stream::iter(0..batch)
-            .map(|_| async {
-                tokio::time::timeout(timeout, target.hold())
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-            })
+            .map(|_| within(timeout, target.hold()))
             .buffer_unordered(args.concurrency)
             .collect()
             .await;
@@ -397,6 +389,16 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// `work`, or an error once `timeout` has passed.
+async fn within<T>(
+    timeout: Duration,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
 }
 
 #[cfg(test)]
