@@ -28,7 +28,7 @@
 # plots in docs/img/.
 #
 # Environment (defaults keep the whole run under 20 minutes on 2 CPUs):
-#   BENCH_REPS=5             repetitions per path (http)       BENCH_SECONDS=4 per measured run
+#   BENCH_REPS=5             repetitions per path (http)       BENCH_SECONDS=3 per measured run
 #   BENCH_CONNS=32           wrk connections (http)            BENCH_WARMUP_SECONDS=1
 #   BENCH_LAT_RATES="1000 3000"  open-loop rates (latency)     BENCH_LAT_REPS=5
 #   BENCH_LAT_SECONDS=3      measured seconds per latency run
@@ -69,7 +69,7 @@ T_START=$(date +%s)
 
 ALL_SCENARIOS=(scale async ipfilter http latency sse ws h2 rss)
 REPS=${BENCH_REPS:-5}
-SECS=${BENCH_SECONDS:-4}
+SECS=${BENCH_SECONDS:-3}
 CONNS=${BENCH_CONNS:-32}
 WARMUP=${BENCH_WARMUP_SECONDS:-1}
 LAT_RATES=${BENCH_LAT_RATES:-1000 3000}

@@ -302,6 +302,11 @@ def sse_section():
         "",
     ]
     data = {"added_p50_us": {}, "added_p99_us": {}, "added_first_ms": {}}
+    # How far the direct path's own p99 moved between repetitions: an added p99 smaller than
+    # that cannot be told from the load generator's noise.
+    direct_p99s = [v for v in stat(direct, "delay_us", "p99") if v is not None]
+    if direct_p99s:
+        data["direct_p99_spread_us"] = max(direct_p99s) - min(direct_p99s)
     body = []
     for target in ORDER:
         rs = t.get(target, [])
@@ -576,7 +581,10 @@ def d(name, *keys):
 def targets_section():
     """The targets of the benchmark issue, met or missed, from the sections' data."""
     def row(goal, value, met, source):
-        state = "—" if met is None else ("**met**" if met else "**missed**")
+        if isinstance(met, str):
+            state = met
+        else:
+            state = "—" if met is None else ("**met**" if met else "**missed**")
         return [goal, value, state, source]
 
     body = []
@@ -601,8 +609,15 @@ def targets_section():
     body.append(row("Added p50 latency at 1 connection ≤ 0.7× nginx's", "; ".join(parts) or "—",
                     all(mets) if mets else None, "scenario 2"))
     a99 = (d("sse", "added_p99_us") or {}).get("portico")
-    body.append(row("SSE added delay p99 ≤ 0.2 ms", f"{fmt(a99, 0)} µs",
-                    None if a99 is None else a99 <= 200, "scenario 3"))
+    spread = d("sse", "direct_p99_spread_us")
+    if a99 is not None and spread is not None and spread > 200:
+        body.append(row("SSE added delay p99 ≤ 0.2 ms",
+                        f"{fmt(a99, 0)} µs; the direct path's own p99 moved by {fmt(spread, 0)} µs "
+                        "between repetitions (the load generator's share of CPU 0)",
+                        "**not resolved** by this run", "scenario 3"))
+    else:
+        body.append(row("SSE added delay p99 ≤ 0.2 ms", f"{fmt(a99, 0)} µs",
+                        None if a99 is None else a99 <= 200, "scenario 3"))
     af = (d("sse", "added_first_ms") or {}).get("portico")
     body.append(row("SSE added time to first event ≤ 0.5 ms", f"{fmt(af, 3)} ms",
                     None if af is None else af <= 0.5, "scenario 3"))
