@@ -324,7 +324,13 @@ async fn serve_connection(
         None => serve_http(stream, conn, shared, &builder, watcher).await,
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_http(tls, conn, shared, &builder, watcher).await,
+                Ok(Ok(tls)) => {
+                    // HTTP/2 is left to hyper's keep-alive (idle.rs); on TLS, ALPN tells.
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        conn.watch.set_http2();
+                    }
+                    serve_http(tls, conn, shared, &builder, watcher).await
+                }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }

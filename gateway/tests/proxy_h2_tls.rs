@@ -540,3 +540,62 @@ async fn sighup_replaces_the_certificate() {
         "a failed reload changed the certificate"
     );
 }
+
+/// HTTP/2 connections, h2c and TLS alike, are not closed by the HTTP/1.1 deadlines: idle
+/// for longer than `keepalive_timeout_seconds` (and receiving hyper's pings' answers, which
+/// would look like the start of a slow head), they still carry requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_outlive_the_keepalive_timeout() {
+    let worker = TestWorker::start(&[]);
+    let (der, cert_pem, key_pem) = test_certificate();
+    let toml = ProxyConfig::new(&[worker.url()]).tls().toml().replacen(
+        "[server]\n",
+        "[server]\nkeepalive_timeout_seconds = 1\nheader_read_timeout_seconds = 1\n",
+        1,
+    );
+    let tls_gateway = support::TestGateway::start_with_files(
+        &toml,
+        &[
+            ("cert.pem", cert_pem.as_bytes()),
+            ("key.pem", key_pem.as_bytes()),
+        ],
+    );
+    let plain_gateway =
+        support::TestGateway::start(&ProxyConfig::new(&[worker.url()]).toml().replacen(
+            "[server]\n",
+            "[server]\nkeepalive_timeout_seconds = 1\nheader_read_timeout_seconds = 1\n",
+            1,
+        ));
+    let tls_addr = tls_gateway.addr("public");
+    let plain_addr = plain_gateway.addr("public");
+    let authority = format!("localhost:{}", tls_addr.port());
+    let mut over_tls = h2_over(tls(tls_addr, &der, &[b"h2"]).await).await;
+    let mut h2c = h2c(plain_addr).await;
+    for round in 0..2 {
+        let answer = read(
+            over_tls
+                .send_request(echo_request(
+                    format!("https://{authority}{E1}/echo/tls"),
+                    None,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("TLS h2 request {round}: {e}")),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let answer = read(
+            h2c.send_request(echo_request(
+                format!("http://{plain_addr}{E1}/echo/h2c"),
+                None,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("h2c request {round}: {e}")),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        if round == 0 {
+            // Past the keep-alive deadline (1 s, swept every 250 ms) with nothing in flight.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+    }
+}
