@@ -227,6 +227,12 @@ impl fmt::Display for Rfc3339 {
     }
 }
 
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl Rfc3339 {
     /// Appends the time, reusing the thread's text of the current second.
     fn write(&self, out: &mut Vec<u8>) {

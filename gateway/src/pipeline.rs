@@ -24,7 +24,7 @@ use crate::routes::Routes;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
 use crate::stage::ws::{self, Session};
-use crate::stage::{admit, auth, balance, client, intake, ipfilter, route};
+use crate::stage::{admit, auth, balance, client, cors, intake, ipfilter, route};
 
 /// State every data-plane thread reads, each part swapped whole on reload.
 #[derive(Debug)]
@@ -100,6 +100,8 @@ pub async fn handle(
         ws: None,
         busy: Some(busy),
     };
+    // Only browsers send `Origin`; the answer is marked for it once the endpoint is known.
+    let origin = request.headers().get(header::ORIGIN).cloned();
     let (mut response, session) = match proxy(shared, conn, &mut record, request, &request_id).await
     {
         Ok(answer) => answer,
@@ -110,6 +112,9 @@ pub async fn handle(
     };
     record.status = response.status().as_u16();
     response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let (Some(origin), Some(endpoint)) = (origin, &record.endpoint) {
+        cors::mark(endpoint, origin, response.headers_mut());
+    }
     match session {
         // The session runs once hyper has sent the 101, and logs the request when it ends.
         Some(session) => {
@@ -146,6 +151,10 @@ async fn proxy(
     //    read the policy in force now (a reload applies to the next request).
     let access = endpoint.access.load();
     ipfilter::check(&endpoint, &access, record.client_ip, conn.port)?;
+    // CORS preflights come before auth: browsers send them without credentials.
+    if let Some(answer) = cors::preflight(&endpoint, &request) {
+        return Ok((answer, None));
+    }
     // A CORS preflight on an async path is answered before auth: browsers send it without
     // credentials, and it reveals nothing.
     let rest = request.uri().path().get(rest_start..).unwrap_or("");

@@ -69,9 +69,21 @@ pub async fn run(
     };
 
     let mut data = Vec::with_capacity(listeners.data.len());
+    let mut data_bases = Vec::with_capacity(listeners.data.len());
     let mut certificates = Vec::new();
     for (index, (name, socket)) in listeners.data.into_iter().enumerate() {
         let settings = config.listeners.get(index);
+        let scheme = match settings.is_some_and(|l| l.tls.is_some()) {
+            true => "https",
+            false => "http",
+        };
+        data_bases.push(match socket.local_addr() {
+            Ok(addr) => format!("{scheme}://{addr}"),
+            Err(_) => format!(
+                "{scheme}://{}",
+                settings.map_or(String::new(), |l| l.address.to_string())
+            ),
+        });
         let tls = match settings.and_then(|l| l.tls.as_ref()) {
             Some(tls) => {
                 let (acceptor, store) = tls::acceptor(tls).map_err(|err| RunError::Listener {
@@ -142,6 +154,7 @@ pub async fn run(
         prometheus,
         Arc::clone(&reloader),
         Arc::clone(&alerts),
+        data_bases,
         stop_rx,
     ));
     if config.server.admin_token_sha256.is_none() && !config.server.admin_listen.ip().is_loopback()

@@ -1688,3 +1688,111 @@ fn validate_refuses_a_mismatched_tls_pair() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `cors_origins` lets a page on a listed origin call a token-guarded endpoint: Portico
+/// answers the preflight before auth (nothing reaches the worker), and marks every answer
+/// to that origin, its own 401 included, so the page can read it. Other origins and
+/// endpoints without `cors_origins` get no CORS headers from Portico.
+#[test]
+fn cors_origins_let_a_browser_page_call_an_endpoint() {
+    let ci = gateway::token::generate();
+    let worker = TestWorker::start(&[]);
+    let gateway = TestGateway::start(&config(
+        "",
+        &[
+            listener("public", "127.0.0.1:0", ""),
+            project(&[("ci", &ci)]),
+            endpoint(
+                "e",
+                &worker,
+                r#"cors_origins = ["http://console.test:9090"]"#,
+            ),
+            endpoint("plain", &worker, ""),
+        ],
+    ));
+    let public = gateway.addr("public");
+    let origin = "http://console.test:9090";
+    let preflight = |path: &str, origin: &str| {
+        send_from(
+            LOCAL,
+            public,
+            b"",
+            &format!(
+                "OPTIONS {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\n\
+                 Access-Control-Request-Headers: authorization, content-type\r\n\r\n"
+            ),
+        )
+    };
+
+    let answer = preflight("/project/p/endpoint/e/v1/chat/completions", origin);
+    assert_eq!(answer.status, 204, "{answer:?}");
+    assert_eq!(answer.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(
+        answer.header("access-control-allow-headers"),
+        Some("authorization, content-type")
+    );
+    assert!(
+        answer
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("POST")),
+        "{answer:?}"
+    );
+    assert_eq!(
+        worker.count("/v1/chat"),
+        0,
+        "the preflight reached the worker"
+    );
+
+    let refused = get_from(
+        LOCAL,
+        public,
+        "/project/p/endpoint/e/echo/no-token",
+        "no-token",
+        &[("Origin", origin)],
+    );
+    assert_unauthorized(&refused, "missing_token", "no token from the page");
+    assert_eq!(refused.header("access-control-allow-origin"), Some(origin));
+
+    let bearer = format!("Bearer {ci}");
+    let answered = get_from(
+        LOCAL,
+        public,
+        "/project/p/endpoint/e/echo/page",
+        "page",
+        &[("Origin", origin), ("Authorization", &bearer)],
+    );
+    assert_echoed(&answered, "the page's call");
+    assert_eq!(answered.header("access-control-allow-origin"), Some(origin));
+    assert!(
+        answered
+            .header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("x-request-id")),
+        "{answered:?}"
+    );
+    assert_eq!(answered.header("vary"), Some("origin"));
+
+    let other = get_from(
+        LOCAL,
+        public,
+        "/project/p/endpoint/e/echo/other",
+        "other",
+        &[
+            ("Origin", "http://elsewhere.test"),
+            ("Authorization", &bearer),
+        ],
+    );
+    assert_echoed(&other, "another origin");
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let answer = preflight("/project/p/endpoint/e/x", "http://elsewhere.test");
+    assert_unauthorized(&answer, "missing_token", "a preflight from another origin");
+
+    // Without `cors_origins` a preflight is an ordinary request: here, one without a token.
+    let answer = preflight("/project/p/endpoint/plain/x", origin);
+    assert_unauthorized(
+        &answer,
+        "missing_token",
+        "a preflight to an endpoint without CORS",
+    );
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+}

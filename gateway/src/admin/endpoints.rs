@@ -39,13 +39,17 @@ pub fn routes() -> Router<Admin> {
 
 async fn list(State(admin): State<Admin>) -> Response {
     let routes = admin.shared.routes.load();
-    let endpoints: Vec<Value> = routes.endpoints().iter().map(|e| describe(e)).collect();
+    let endpoints: Vec<Value> = routes
+        .endpoints()
+        .iter()
+        .map(|e| describe(&admin, e))
+        .collect();
     axum::Json(json!({ "endpoints": endpoints })).into_response()
 }
 
 async fn detail(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     match find(&admin, &id) {
-        Ok(endpoint) => axum::Json(describe(&endpoint)).into_response(),
+        Ok(endpoint) => axum::Json(describe(&admin, &endpoint)).into_response(),
         Err(missing) => missing.into_response(),
     }
 }
@@ -95,26 +99,26 @@ async fn scale(State(admin): State<Admin>, Path(id): Path<String>, body: Bytes) 
             &format!("workers must be between min_workers ({min}) and max_workers ({max})"),
         );
     }
-    order(&endpoint, Order::Scale(workers)).await
+    order(&admin, &endpoint, Order::Scale(workers)).await
 }
 
 async fn autoscale(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     match find(&admin, &id) {
-        Ok(endpoint) => order(&endpoint, Order::Autoscale).await,
+        Ok(endpoint) => order(&admin, &endpoint, Order::Autoscale).await,
         Err(missing) => missing.into_response(),
     }
 }
 
 async fn stop(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     match find(&admin, &id) {
-        Ok(endpoint) => order(&endpoint, Order::Stop).await,
+        Ok(endpoint) => order(&admin, &endpoint, Order::Stop).await,
         Err(missing) => missing.into_response(),
     }
 }
 
 async fn start(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     match find(&admin, &id) {
-        Ok(endpoint) => order(&endpoint, Order::Start).await,
+        Ok(endpoint) => order(&admin, &endpoint, Order::Start).await,
         Err(missing) => missing.into_response(),
     }
 }
@@ -147,7 +151,11 @@ async fn restart(State(admin): State<Admin>, Path(id): Path<String>) -> Response
             "a rolling restart of this endpoint is under way",
         );
     }
-    (StatusCode::ACCEPTED, axum::Json(describe(&endpoint))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(describe(&admin, &endpoint)),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,9 +189,9 @@ async fn events(
     axum::Json(json!({ "endpoint": endpoint.id(), "events": events })).into_response()
 }
 
-async fn order(endpoint: &Endpoint, order: Order) -> Response {
+async fn order(admin: &Admin, endpoint: &Endpoint, order: Order) -> Response {
     match endpoint.control.order(order).await {
-        Ok(_) => axum::Json(describe(endpoint)).into_response(),
+        Ok(_) => axum::Json(describe(admin, endpoint)).into_response(),
         Err(gone) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -216,7 +224,7 @@ impl IntoResponse for NoEndpoint {
 }
 
 /// The endpoint's state as the admin API shows it.
-pub(super) fn describe(endpoint: &Endpoint) -> Value {
+pub(super) fn describe(admin: &Admin, endpoint: &Endpoint) -> Value {
     let control = &endpoint.control;
     let status = control.status();
     let settings = control.settings();
@@ -257,6 +265,24 @@ pub(super) fn describe(endpoint: &Endpoint) -> Value {
         "id": endpoint.id(),
         "project": endpoint.project(),
         "kind": kind,
+        // The endpoint's base URL on each data listener serving it.
+        "urls": admin
+            .data_bases
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| endpoint.serves(*index))
+            .map(|(_, base)| format!("{base}/project/{}/endpoint/{}", endpoint.project(), endpoint.id()))
+            .collect::<Vec<_>>(),
+        // The endpoint's base URL on each data listener serving it.
+        "urls": admin
+            .data_bases
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| endpoint.serves(*index))
+            .map(|(_, base)| format!("{base}/project/{}/endpoint/{}", endpoint.project(), endpoint.id()))
+            .collect::<Vec<_>>(),
+        // Browser origins Portico answers CORS for (`["*"]`: any).
+        "cors_origins": endpoint.config.cors.origins(),
         "mode": match status.mode {
             scaler::Mode::Auto => "auto",
             scaler::Mode::Pinned(_) => "manual",

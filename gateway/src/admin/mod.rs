@@ -1,10 +1,11 @@
 //! The admin listener: `/healthz`, Prometheus `/metrics`, and the admin API:
 //! `/admin/endpoints…` in `endpoints` (worker logs in `logs`), `/admin/reload` and
-//! `/admin/config` in `config`.
+//! `/admin/config` in `config`; the web console at `/ui/` in `ui`.
 //!
-//! With `server.admin_token_sha256` set, every route but `/healthz` needs
-//! `Authorization: Bearer <admin token>` (`/metrics` too, unless `server.metrics_public`);
-//! without it the admin API is open, and the daemon warns when it listens beyond loopback.
+//! With `server.admin_token_sha256` set, every route but `/healthz` and the console's
+//! files needs `Authorization: Bearer <admin token>` (`/metrics` too, unless
+//! `server.metrics_public`); without it the admin API is open, and the daemon warns when it
+//! listens beyond loopback.
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ mod config;
 mod endpoints;
 mod logs;
 mod scaling;
+mod series;
+mod ui;
 
 #[derive(Clone)]
 struct Admin {
@@ -36,18 +39,29 @@ struct Admin {
     metrics: PrometheusHandle,
     reloader: Arc<Reloader>,
     alerts: Arc<crate::alerts::AlertBoard>,
+    series: Arc<series::Series>,
+    /// `scheme://address` of each data listener as bound, in config order.
+    data_bases: Arc<[String]>,
 }
 
-/// Serves the admin API on `listener` until `stop` turns true.
+/// Serves the admin API on `listener` until `stop` turns true. `data_bases` are the
+/// `scheme://address` of each data listener as bound, in config order (endpoint URLs).
 pub async fn serve(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     metrics: PrometheusHandle,
     reloader: Arc<Reloader>,
     alerts: Arc<crate::alerts::AlertBoard>,
+    data_bases: Vec<String>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let series = Arc::new(series::Series::default());
+    let sampler = tokio::spawn(series::run(
+        Arc::clone(&series),
+        Arc::clone(&shared),
+        stop.clone(),
+    ));
     let app = Router::new()
         .route(
             "/healthz",
@@ -58,6 +72,8 @@ pub async fn serve(
         .merge(config::routes())
         .merge(access::routes())
         .merge(alerts::routes())
+        .merge(series::routes())
+        .merge(ui::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -69,12 +85,16 @@ pub async fn serve(
             metrics,
             reloader,
             alerts,
+            series,
+            data_bases: data_bases.into(),
         });
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
-        .await
+        .await;
+    sampler.abort();
+    served
 }
 
 async fn render_metrics(State(admin): State<Admin>) -> impl IntoResponse {
@@ -98,6 +118,7 @@ async fn require_admin_token(
     let path = request.uri().path();
     let open = access.admin_token.is_none()
         || path == "/healthz"
+        || ui::is_console(path)
         || (path == "/metrics" && access.metrics_public);
     let presented = auth::bearer(request.headers());
     if open || presented.is_ok_and(|token| access.is_admin(token)) {

@@ -57,7 +57,7 @@ pub(super) async fn update(
                     .update_settings(settings, "the admin API")
                     .await
                 {
-                    Ok(_) => axum::Json(describe(&endpoint)).into_response(),
+                    Ok(_) => axum::Json(describe(&admin, &endpoint)).into_response(),
                     Err(gone) => error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "shutting_down",

@@ -214,6 +214,10 @@ pub struct FileEndpoint {
     pub public: bool,
     /// Largest request body accepted. Default 10485760 (10 MiB).
     pub max_body_bytes: u64,
+    /// Browser origins allowed to call the endpoint (`["*"]`: any); Portico answers their
+    /// CORS preflights and marks the answers. Default `[]`: CORS is left to the workers
+    /// (extension).
+    pub cors_origins: Vec<String>,
     /// Worker timeouts.
     pub timeouts: FileTimeouts,
     /// How workers are found and started. Required (at least `kind`).
@@ -240,6 +244,7 @@ impl Default for FileEndpoint {
             security_groups: Vec::new(),
             public: false,
             max_body_bytes: 10 * 1024 * 1024,
+            cors_origins: Vec::new(),
             timeouts: FileTimeouts::default(),
             workers: None,
             scaling: FileScaling::default(),

@@ -296,6 +296,8 @@ pub struct Endpoint {
     pub public: bool,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+    /// Browser origins allowed to call the endpoint.
+    pub cors: Cors,
     /// Worker timeouts.
     pub timeouts: Timeouts,
     /// How workers are found and started.
@@ -310,6 +312,40 @@ pub struct Endpoint {
     pub websocket: WebSocket,
     /// Asynchronous invocation, when enabled.
     pub async_: Option<AsyncSettings>,
+}
+
+/// Which browser origins may call an endpoint (`cors_origins`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Cors {
+    /// Portico leaves CORS to the workers (no `cors_origins`).
+    #[default]
+    Off,
+    /// Any origin (`["*"]`).
+    Any,
+    /// These origins, as browsers write them: `scheme://host[:port]`, lower case.
+    Origins(Vec<String>),
+}
+
+impl Cors {
+    /// Whether a request with this `Origin` header value may be answered for CORS.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        match self {
+            Cors::Off => false,
+            Cors::Any => true,
+            Cors::Origins(list) => list
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(origin)),
+        }
+    }
+
+    /// The origins as configured (`["*"]` for any), for the admin API.
+    pub fn origins(&self) -> Vec<&str> {
+        match self {
+            Cors::Off => Vec::new(),
+            Cors::Any => vec!["*"],
+            Cors::Origins(list) => list.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// An endpoint's WebSocket relay limits.

@@ -917,6 +917,24 @@ fn rejects_bad_security_groups() {
 }
 
 /// Endpoints: ids, references to projects, listeners and security groups, limits, timeouts.
+/// CORS origins are kept as browsers send them (lower case, no path); `*` alone allows any.
+#[test]
+fn cors_origins_are_normalized() {
+    let config = load(&keys(r#"cors_origins = ["HTTPS://Console.Example:9090"]"#)).unwrap();
+    let cors = &config.endpoints[0].cors;
+    assert_eq!(cors.origins(), ["https://console.example:9090"]);
+    assert!(cors.allows(b"https://console.example:9090"));
+    assert!(!cors.allows(b"https://console.example"));
+    let any = load(&keys(r#"cors_origins = ["*"]"#)).unwrap();
+    assert!(any.endpoints[0].cors.allows(b"null"));
+    let off = load(&keys("")).unwrap();
+    assert!(
+        !off.endpoints[0]
+            .cors
+            .allows(b"https://console.example:9090")
+    );
+}
+
 #[test]
 fn rejects_bad_endpoint_fields() {
     assert_cases(&[
@@ -945,6 +963,19 @@ fn rejects_bad_endpoint_fields() {
         ),
         (keys("listeners = []"), &["endpoint[e1].listeners"]),
         (keys("max_body_bytes = 0"), &["endpoint[e1].max_body_bytes"]),
+        (
+            keys(r#"cors_origins = ["*", "https://a.example"]"#),
+            &["endpoint[e1].cors_origins"],
+        ),
+        (
+            keys(r#"cors_origins = ["https://a.example/app", "ftp://b", "c.example", "http://"]"#),
+            &[
+                "endpoint[e1].cors_origins[0]",
+                "endpoint[e1].cors_origins[1]",
+                "endpoint[e1].cors_origins[2]",
+                "endpoint[e1].cors_origins[3]",
+            ],
+        ),
         (
             keys("timeouts = { connect_ms = 0 }"),
             &["endpoint[e1].timeouts.connect_ms"],

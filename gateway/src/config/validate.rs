@@ -20,7 +20,7 @@ use super::file::{
 use super::parse::Origin;
 use super::{
     AlertChannel, AlertMetric, AlertOperator, AlertRule, AlertScope, Alerts, AsyncSettings,
-    Balance, BalanceStrategy, Config, Endpoint, Health, InboundRule, Listener, ObjectStore,
+    Balance, BalanceStrategy, Config, Cors, Endpoint, Health, InboundRule, Listener, ObjectStore,
     Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls, Timeouts, Tls, Token,
     WebSocket, WorkerKind, WorkerProtocol, Workers,
 };
@@ -589,6 +589,7 @@ impl Check<'_> {
             self.bad(format!("{prefix}.max_body_bytes"), "must be >= 1");
             ok = false;
         }
+        let cors = self.cors(&format!("{prefix}.cors_origins"), &e.cors_origins);
         let timeouts = self.timeouts(&format!("{prefix}.timeouts"), &e.timeouts);
         let workers = self.workers(&format!("{prefix}.workers"), e.workers.as_ref());
         let scaling = self.scaling(&format!("{prefix}.scaling"), &e.scaling);
@@ -609,6 +610,7 @@ impl Check<'_> {
             security_groups: e.security_groups.clone(),
             public: e.public,
             max_body_bytes: e.max_body_bytes,
+            cors: cors?,
             timeouts: timeouts?,
             workers: workers?,
             scaling: scaling?,
@@ -670,6 +672,38 @@ impl Check<'_> {
             first_byte: first_byte?,
             idle: idle?,
         })
+    }
+
+    /// `cors_origins`: `["*"]`, or origins as browsers send them (`scheme://host[:port]`).
+    fn cors(&mut self, path: &str, origins: &[String]) -> Option<Cors> {
+        if origins.is_empty() {
+            return Some(Cors::Off);
+        }
+        if origins.iter().any(|o| o == "*") {
+            if origins.len() > 1 {
+                self.bad(path, "\"*\" allows every origin: list it alone");
+                return None;
+            }
+            return Some(Cors::Any);
+        }
+        let mut list = Vec::with_capacity(origins.len());
+        let mut ok = true;
+        for (i, origin) in origins.iter().enumerate() {
+            match cors_origin(origin) {
+                Some(origin) => list.push(origin),
+                None => {
+                    self.bad(
+                        format!("{path}[{i}]"),
+                        format!(
+                            "{origin:?} is not an origin: write scheme://host[:port] \
+                             (e.g. \"https://console.example.com\"), no path, or \"*\""
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(Cors::Origins(list))
     }
 
     fn websocket(&mut self, path: &str, w: &FileWebSocket) -> Option<WebSocket> {
@@ -1640,4 +1674,19 @@ fn normalize(path: &Path) -> PathBuf {
     path.components()
         .filter(|c| !matches!(c, Component::CurDir))
         .collect()
+}
+
+/// An origin as browsers serialize it (`http`/`https`, host, optional port, no path),
+/// lower-cased; `None` when `text` is not one.
+fn cors_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") || rest.is_empty() {
+        return None;
+    }
+    let authority: http::uri::Authority = rest.parse().ok()?;
+    if authority.as_str() != rest || rest.contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    Some(format!("{scheme}://{}", rest.to_ascii_lowercase()))
 }

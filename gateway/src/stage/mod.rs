@@ -3,6 +3,7 @@
 //! - `client`: the client address (TCP peer, PROXY header, or trusted `X-Forwarded-For`).
 //! - `route`: path → endpoint and the worker-side path.
 //! - `ipfilter`: the endpoint's security groups → 403.
+//! - `cors`: preflights and marked answers for browser origins the endpoint allows.
 //! - `auth`: project bearer tokens → 401.
 //! - `intake`: async routes → a durable job and 202; the async status API.
 //! - `admit`: holds requests while the endpoint has no ready worker → 429 / 503.
@@ -15,6 +16,7 @@ pub mod admit;
 pub mod auth;
 pub mod balance;
 pub mod client;
+pub mod cors;
 pub mod forward;
 pub mod intake;
 pub mod ipfilter;
