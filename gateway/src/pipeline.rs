@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::access::ServerAccess;
 use crate::body::{ProxyBody, RequestBody, RequestStats};
+use crate::config::Cors;
 use crate::error::{ProxyError, error_response};
 use crate::headers::{ClientInfo, ForwardingCache, X_REQUEST_ID};
 use crate::idle::Watch;
@@ -159,8 +160,10 @@ async fn proxy(
     // credentials, and it reveals nothing.
     let rest = request.uri().path().get(rest_start..).unwrap_or("");
     let call = intake::classify(&endpoint, rest);
+    // With `cors_origins` set, only its origins get preflight answers, async paths included.
     if let Some(call) = &call
         && request.method() == Method::OPTIONS
+        && endpoint.config.cors == Cors::Off
     {
         return Ok((intake::preflight(call, &request), None));
     }

@@ -176,3 +176,47 @@ fn endpoints_name_their_urls_and_series_are_sampled() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(json(&body)["error"]["code"], "endpoint_not_found");
 }
+
+/// Orders from a browser page on another origin are refused before the token is looked at
+/// (a form POST needs no preflight); the console's own origin, and clients that send no
+/// `Origin` (the CLI), are served.
+#[test]
+fn orders_from_other_origins_are_refused() {
+    let worker = TestWorker::start(&[]);
+    let gateway = TestGateway::start(&config(&worker));
+    let admin = gateway.addr("admin");
+    let post = |extra: &str| {
+        http(
+            admin,
+            &format!(
+                "POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\
+                 Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n{extra}\r\n"
+            ),
+        )
+    };
+    for (what, extra) in [
+        ("another origin", "Origin: http://evil.test\r\n".to_string()),
+        ("a sandboxed page", "Origin: null\r\n".to_string()),
+        ("another site", "Sec-Fetch-Site: cross-site\r\n".to_string()),
+    ] {
+        let (status, _, body) = post(&extra);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(json(&body)["error"]["code"], "cross_origin", "{what}");
+    }
+    // The console's own origin and clients without `Origin` get past the check.
+    for extra in [
+        format!("Origin: http://{admin}\r\nSec-Fetch-Site: same-origin\r\n"),
+        String::new(),
+    ] {
+        let (status, _, body) = post(&extra);
+        assert_ne!(status, 403, "{extra:?}: {body}");
+    }
+    let (status, _, body) = http(
+        admin,
+        &format!(
+            "GET /admin/endpoints HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\
+             Authorization: Bearer {ADMIN_TOKEN}\r\nOrigin: http://evil.test\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "reads are not orders: {body}");
+}

@@ -265,22 +265,7 @@ pub(super) fn describe(admin: &Admin, endpoint: &Endpoint) -> Value {
         "id": endpoint.id(),
         "project": endpoint.project(),
         "kind": kind,
-        // The endpoint's base URL on each data listener serving it.
-        "urls": admin
-            .data_bases
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| endpoint.serves(*index))
-            .map(|(_, base)| format!("{base}/project/{}/endpoint/{}", endpoint.project(), endpoint.id()))
-            .collect::<Vec<_>>(),
-        // The endpoint's base URL on each data listener serving it.
-        "urls": admin
-            .data_bases
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| endpoint.serves(*index))
-            .map(|(_, base)| format!("{base}/project/{}/endpoint/{}", endpoint.project(), endpoint.id()))
-            .collect::<Vec<_>>(),
+        "urls": urls(admin, endpoint),
         // Browser origins Portico answers CORS for (`["*"]`: any).
         "cors_origins": endpoint.config.cors.origins(),
         "mode": match status.mode {
@@ -321,6 +306,18 @@ pub(super) fn describe(admin: &Admin, endpoint: &Endpoint) -> Value {
             "waking_keepalive_seconds": settings.waking_keepalive.as_secs(),
         },
     })
+}
+
+/// The endpoint's base URL on each data listener serving it.
+fn urls(admin: &Admin, endpoint: &Endpoint) -> Vec<String> {
+    let path = format!("/project/{}/endpoint/{}", endpoint.project(), endpoint.id());
+    admin
+        .data_bases
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| endpoint.serves(*index))
+        .map(|(_, base)| format!("{base}{path}"))
+        .collect()
 }
 
 /// An admin error, in the data plane's JSON shape.

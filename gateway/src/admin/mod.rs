@@ -114,6 +114,16 @@ async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Response {
+    if cross_site_order(&request) {
+        // A page elsewhere may make the operator's browser send a form POST here (no
+        // preflight); without an admin token nothing else would stop it.
+        return endpoints::error(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "orders from pages on other origins are refused: use the console on this listener, \
+             the CLI, or a client that sends no Origin header",
+        );
+    }
     let access = shared.access.load();
     let path = request.uri().path();
     let open = access.admin_token.is_none()
@@ -129,6 +139,35 @@ async fn require_admin_token(
     let failure = presented.err().unwrap_or(AuthFailure::InvalidToken);
     // The data plane's one error mapping: the same JSON and challenge as a project token.
     error_answer(&ProxyError::Unauthorized(failure)).map(axum::body::Body::from)
+}
+
+/// Whether a request that may change something (any method but `GET`, `HEAD`,
+/// `OPTIONS`) comes from a browser page on another origin: its `Origin` names another
+/// host than its `Host`, or `Sec-Fetch-Site` says so. The CLI and scripts send neither.
+fn cross_site_order(request: &Request) -> bool {
+    use axum::http::Method;
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return false;
+    }
+    let headers = request.headers();
+    let site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| !matches!(site.as_bytes(), b"same-origin" | b"none"));
+    let origin = headers.get(header::ORIGIN).is_some_and(|origin| {
+        let origin = origin.to_str().ok().and_then(|o| o.split_once("://"));
+        let host = match headers.get(header::HOST) {
+            Some(host) => host.to_str().ok(),
+            None => request.uri().authority().map(|a| a.as_str()),
+        };
+        match (origin, host) {
+            (Some((_, authority)), Some(host)) => !authority.eq_ignore_ascii_case(host),
+            _ => true,
+        }
+    });
+    site || origin
 }
 
 /// The admin API answers JSON everywhere, also where the router itself refuses a request

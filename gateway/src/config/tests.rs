@@ -968,12 +968,15 @@ fn rejects_bad_endpoint_fields() {
             &["endpoint[e1].cors_origins"],
         ),
         (
-            keys(r#"cors_origins = ["https://a.example/app", "ftp://b", "c.example", "http://"]"#),
+            keys(
+                r#"cors_origins = ["https://a.example/app", "ftp://b", "c.example", "http://", "https://a.example:99999"]"#,
+            ),
             &[
                 "endpoint[e1].cors_origins[0]",
                 "endpoint[e1].cors_origins[1]",
                 "endpoint[e1].cors_origins[2]",
                 "endpoint[e1].cors_origins[3]",
+                "endpoint[e1].cors_origins[4]",
             ],
         ),
         (

@@ -1685,7 +1685,11 @@ fn cors_origin(text: &str) -> Option<String> {
         return None;
     }
     let authority: http::uri::Authority = rest.parse().ok()?;
-    if authority.as_str() != rest || rest.contains('@') || authority.host().is_empty() {
+    // `Authority` takes any digits for a port (`port()` is then `None`).
+    let bad_port = rest
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_err());
+    if authority.as_str() != rest || rest.contains('@') || authority.host().is_empty() || bad_port {
         return None;
     }
     Some(format!("{scheme}://{}", rest.to_ascii_lowercase()))

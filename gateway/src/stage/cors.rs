@@ -54,11 +54,14 @@ pub fn preflight<B>(endpoint: &Endpoint, request: &Request<B>) -> Option<Respons
 }
 
 /// Marks an answer to a request from `origin` as readable by that origin, when the
-/// endpoint allows it (replacing whatever the worker said).
+/// endpoint allows it (replacing whatever the worker said). A worker's
+/// `Access-Control-Allow-Credentials` is removed: allowed origins may read answers to the
+/// bearer token they send, never to cookies the browser adds.
 pub fn mark(endpoint: &Endpoint, origin: HeaderValue, headers: &mut HeaderMap) {
     if !endpoint.config.cors.allows(origin.as_bytes()) {
         return;
     }
+    headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
     allow_origin(origin, headers);
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -69,7 +72,15 @@ pub fn mark(endpoint: &Endpoint, origin: HeaderValue, headers: &mut HeaderMap) {
 fn allow_origin(origin: HeaderValue, headers: &mut HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     // The answer depends on the origin: caches keep one per origin.
-    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    let varies = headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|name| name.trim().eq_ignore_ascii_case("origin"))
+        })
+    });
+    if !varies {
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
 }
 
 #[cfg(test)]
