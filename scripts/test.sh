@@ -19,6 +19,11 @@ command -v promtool >/dev/null || apt_packages+=(prometheus)   # promtool checks
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_packages+=(haproxy)   # a real PROXY v2 peer
 command -v openssl >/dev/null || apt_packages+=(openssl)   # test certificates
 command -v redis-server >/dev/null || apt_packages+=(redis-server)   # the shared async queue
+# The console's browser test: Debian's Chromium driven by playwright-core (never a
+# downloaded browser), with fonts for readable screenshots.
+command -v chromium >/dev/null || apt_packages+=(chromium chromium-driver fonts-dejavu-core fonts-liberation)
+command -v node >/dev/null || apt_packages+=(nodejs)
+command -v npm >/dev/null || apt_packages+=(npm)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     step "installing Debian packages: ${apt_packages[*]}"
     sudo_cmd=""
@@ -50,6 +55,18 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     echo "$want" >"$stamp"
 fi
 
+# playwright-core for the browser test, in target/ui-node (reinstalled when the lock changes).
+ui_node="$root/target/ui-node"
+ui_stamp="$ui_node/.lock.sha256"
+ui_want=$(sha256sum tests/ui/package-lock.json | cut -d' ' -f1)
+if [ ! -d "$ui_node/node_modules/playwright-core" ] || [ "$(cat "$ui_stamp" 2>/dev/null)" != "$ui_want" ]; then
+    step "installing playwright-core into $ui_node"
+    mkdir -p "$ui_node"
+    cp tests/ui/package.json tests/ui/package-lock.json "$ui_node/"
+    (cd "$ui_node" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$ui_want" >"$ui_stamp"
+fi
+
 # --- Checks and tests ----------------------------------------------------------------------
 
 step "cargo fmt --check"
@@ -66,3 +83,6 @@ cargo test --workspace --locked
 
 step "pytest (end-to-end with real clients)"
 PORTICO_BIN_DIR="$root/target/debug" "$venv/bin/python" -m pytest -q tests/e2e
+
+step "console in Chromium (screenshots in target/ui-shots/)"
+PORTICO_BIN_DIR="$root/target/debug" PORTICO_UI_NODE="$ui_node" node --test tests/ui/console.test.mjs

@@ -266,6 +266,7 @@ pub(super) fn describe(admin: &Admin, endpoint: &Endpoint) -> Value {
         "project": endpoint.project(),
         "kind": kind,
         "urls": urls(admin, endpoint),
+        "public": endpoint.config.public,
         // Browser origins Portico answers CORS for (`["*"]`: any).
         "cors_origins": endpoint.config.cors.origins(),
         "mode": match status.mode {
