@@ -283,7 +283,8 @@ export function stackedBars({ title, labels, stacks, format = String, width = 11
       }
       base += v;
     });
-    if (i % every === 0) {
+    // Counted back from the newest bar, so that the current hour is always labelled.
+    if ((labels.length - 1 - i) % every === 0) {
       const text = svg('text', { class: 'axis', x: x + barW / 2, y: height - 8, 'text-anchor': 'middle' });
       text.textContent = label;
       el.append(text);

@@ -13,9 +13,9 @@ const TONE = {
   started: 'good', woke: 'good', scaled_up: 'good', replica_ready: 'good', restarted: 'good',
   replica_restarted: 'good',
   restarting: 'warn', scaled_down: 'warn', replica_starting: 'warn', replica_draining: 'warn',
-  stopped: 'bad', replica_crashed: 'bad',
+  stopped: 'bad', replica_crashed: 'bad', replica_stopped: 'warn',
   // Blue: an operator's order or a new configuration.
-  pinned: 'info', autoscaled: 'info', updated: 'info', config_reloaded: 'info',
+  pinned: 'info', autoscaled: 'info', updated: 'info', config_reloaded: 'info', created: 'info',
 };
 
 export function mount(panel, ctx) {

@@ -94,7 +94,9 @@ const METRIC_NAMES = {
 
 function alertValue(alert, value) {
   if (value === null || value === undefined) return 'no data';
-  return alert.metric === 'error_rate' ? fmt.percent(value) : fmt.number(value, value % 1 ? 2 : 0);
+  if (alert.metric === 'error_rate') return fmt.percent(value);
+  if (alert.metric === 'p95_latency_ms') return fmt.ms(value);
+  return fmt.number(value, value % 1 ? 2 : 0);
 }
 
 function renderAlerts(el, alerts) {
