@@ -142,6 +142,18 @@ impl Endpoint {
         });
     }
 
+    /// Removes and retires `worker` (a worker this endpoint no longer routes to).
+    pub fn remove_worker(&self, worker: &Arc<Worker>) {
+        self.workers.rcu(|workers| {
+            workers
+                .iter()
+                .filter(|w| !Arc::ptr_eq(w, worker))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        worker.retire();
+    }
+
     /// Removes and retires the worker of replica `replica`, if there is one.
     pub fn remove_replica(&self, replica: u32) -> Option<Arc<Worker>> {
         let mut removed = None;

@@ -27,6 +27,7 @@
 //! - `health`: active health probes.
 //! - `control`: per-endpoint controllers (scaler policy → actuator), held requests, events
 //!   and their journal.
+//! - `cluster`: replicas sharing demand, one actuating leader and orders through Redis.
 //! - `traffic`: per-endpoint last-minute and hourly analytics, token usage.
 //! - `alerts`: alert rules, their evaluation, webhook and e-mail notifications.
 //! - `queue`, `jobs`: the async job queue and its dispatchers.
@@ -43,6 +44,7 @@ pub mod admin;
 pub mod alerts;
 pub mod body;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataplane;

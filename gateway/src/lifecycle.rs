@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::endpoint::Endpoint;
 use crate::store::Store;
 use crate::{control, health};
@@ -25,16 +26,20 @@ pub struct Lifecycle {
     /// Turns true once the data plane drained: ends controllers, which stop the workers.
     controllers_stop: watch::Receiver<bool>,
     controllers: Mutex<Vec<JoinHandle<()>>>,
+    /// The deployment this replica belongs to (`[cluster]`), whose leader alone actuates.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Lifecycle {
     /// A lifecycle whose controllers end on `controllers_stop` and whose probes end on
-    /// `probers`; a retired endpoint's requests get `grace` to finish.
+    /// `probers`; a retired endpoint's requests get `grace` to finish; in a `cluster`, only
+    /// its leader's controllers actuate.
     pub fn new(
         store: Arc<Store>,
         grace: Duration,
         probers: watch::Receiver<bool>,
         controllers_stop: watch::Receiver<bool>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Lifecycle {
         Lifecycle {
             store,
@@ -42,6 +47,7 @@ impl Lifecycle {
             probers,
             controllers_stop,
             controllers: Mutex::new(Vec::new()),
+            cluster,
         }
     }
 
@@ -51,8 +57,13 @@ impl Lifecycle {
         for worker in endpoint.workers().iter() {
             health::spawn_prober(&endpoint.config, worker, &self.probers);
         }
-        let controller =
-            control::spawn(endpoint, self.grace, &self.controllers_stop, &self.probers);
+        let controller = control::spawn(
+            endpoint,
+            self.grace,
+            &self.controllers_stop,
+            &self.probers,
+            self.cluster.clone(),
+        );
         self.lock().push(controller);
     }
 

@@ -95,6 +95,22 @@ fn describe() {
         "Workers the autoscaler (or an operator's pin) wants."
     );
     metrics::describe_gauge!(
+        "portico_cluster_redis_up",
+        "1 while the cluster's Redis answers; 0: this replica decides and actuates alone."
+    );
+    metrics::describe_gauge!(
+        "portico_cluster_leader",
+        "1 while this replica holds the scaler lease and actuates."
+    );
+    metrics::describe_counter!(
+        "portico_cluster_wakes_received_total",
+        "Wakes the leader received from replicas holding requests for an endpoint at zero."
+    );
+    metrics::describe_gauge!(
+        "portico_cluster_replicas",
+        "Live replicas of the deployment seen in Redis, this one included."
+    );
+    metrics::describe_gauge!(
         "portico_pending_requests",
         "Requests held while the endpoint has no ready worker."
     );
@@ -401,6 +417,27 @@ const WORKER_STATES: [&str; 6] = [
     "starting",
     "failed",
 ];
+
+/// Whether the cluster's Redis answers (`[cluster]` only).
+pub fn cluster_redis_up(up: bool) {
+    metrics::gauge!("portico_cluster_redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// Whether this replica holds the scaler lease (`[cluster]` only).
+pub fn cluster_leader(leader: bool) {
+    metrics::gauge!("portico_cluster_leader").set(if leader { 1.0 } else { 0.0 });
+}
+
+/// The leader received a wake for `endpoint` from another replica.
+pub fn cluster_wake_received(endpoint: &str) {
+    metrics::counter!("portico_cluster_wakes_received_total", "endpoint" => endpoint.to_string())
+        .increment(1);
+}
+
+/// The live replicas seen in Redis (`[cluster]` only).
+pub fn cluster_replicas(count: usize) {
+    metrics::gauge!("portico_cluster_replicas").set(count as f64);
+}
 
 /// Sets the gauges that mirror atomics, just before a scrape.
 pub fn refresh_gauges(routes: &Routes) {

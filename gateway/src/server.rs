@@ -10,6 +10,8 @@ use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
 use crate::access::ServerAccess;
+use crate::admin::Admin;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dataplane::{self, DataListener};
 use crate::lifecycle::Lifecycle;
@@ -43,6 +45,9 @@ pub enum RunError {
     /// A thread or the admin listener failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The `[cluster]` settings could not be used.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Serves `listeners` with `config` until `shutdown` completes, then stops accepting and
@@ -114,11 +119,20 @@ pub async fn run(
     // Controllers outlive the data plane's drain: requests finishing on a worker need it
     // running, so workers are stopped only after the last connection closed.
     let (control_stop_tx, control_stop_rx) = watch::channel(false);
+    // In a cluster, demand and orders go through Redis, and only the leader actuates.
+    let cluster = match &config.cluster {
+        Some(settings) => Some(
+            Cluster::new(settings.clone())
+                .map_err(|err| RunError::Cluster(format!("cluster.redis: {err}")))?,
+        ),
+        None => None,
+    };
     let lifecycle = Arc::new(Lifecycle::new(
         Store::open(&config.server.state_dir)?,
         config.server.grace_period,
         stop_rx.clone(),
         control_stop_rx,
+        cluster.clone(),
     ));
     for endpoint in shared.routes.load().endpoints() {
         lifecycle.start(endpoint);
@@ -148,13 +162,23 @@ pub async fn run(
         config.clone(),
         reload.as_ref().map(|reload| reload.path.as_path()),
     ));
+    let cluster_task = cluster.as_ref().map(|cluster| {
+        tokio::spawn(crate::cluster::run(
+            Arc::clone(cluster),
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        ))
+    });
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
-        Arc::clone(&shared),
-        prometheus,
-        Arc::clone(&reloader),
-        Arc::clone(&alerts),
-        data_bases,
+        Admin::new(
+            Arc::clone(&shared),
+            prometheus,
+            Arc::clone(&reloader),
+            Arc::clone(&alerts),
+            data_bases,
+            cluster,
+        ),
         stop_rx,
     ));
     if config.server.admin_token_sha256.is_none() && !config.server.admin_listen.ip().is_loopback()
@@ -191,6 +215,12 @@ pub async fn run(
         if !matches!(joined, Ok(Ok(()))) {
             tracing::warn!("the async dispatcher thread panicked");
         }
+    }
+    // The lease goes to another replica before this one's workers stop.
+    if let Some(task) = cluster_task
+        && task.await.is_err()
+    {
+        tracing::warn!("the cluster task failed");
     }
     let _ = control_stop_tx.send(true);
     for controller in lifecycle.take_controllers() {

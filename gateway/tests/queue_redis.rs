@@ -1,105 +1,32 @@
 //! The Redis Streams queue against a real `redis-server`: each test starts its own on a free
 //! loopback port. Two `RedisQueue`s on one server stand for two Portico replicas.
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::queue::{Claimed, JobQueue, JobStatus, NewJob, QueueError, RedisQueue};
+use support::RedisServer;
 
 /// Long enough that nothing is taken back unless a test means it to be.
 const NEVER: Duration = Duration::from_secs(600);
 
-/// A `redis-server` of this test's own, killed on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
+async fn queue(redis: &RedisServer, reclaim_after: Duration) -> RedisQueue {
+    RedisQueue::connect(&redis.url, reclaim_after)
+        .await
+        .unwrap()
 }
 
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "these tests need `{binary}` (apt-get install redis-server, or set \
-                     REDIS_SERVER to its path): {err}"
-                )
-            });
-        let mut server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        server.wait_ready(port);
-        server
-    }
-
-    /// Polls with PING until the server answers.
-    fn wait_ready(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("redis-server exited at start ({status}); port {port} taken?");
-            }
-            if ping(port) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server not answering on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    async fn queue(&self, reclaim_after: Duration) -> RedisQueue {
-        RedisQueue::connect(&self.url, reclaim_after).await.unwrap()
-    }
-
-    /// A plain connection, to look at the keys behind the queue.
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0; 7];
-    conn.write_all(b"PING\r\n").is_ok()
-        && conn.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+/// A plain connection, to look at the keys behind the queue.
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 fn job(id: &str, endpoint: &str, key: Option<&str>) -> NewJob {
@@ -124,7 +51,7 @@ fn ids(claimed: &[Claimed]) -> Vec<&str> {
 #[tokio::test]
 async fn fifo_per_endpoint() {
     let redis = RedisServer::start();
-    let q = redis.queue(NEVER).await;
+    let q = queue(&redis, NEVER).await;
     for (id, ep) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a")] {
         let enqueued = q.enqueue(job(id, ep, None)).await.unwrap();
         assert_eq!(enqueued.id, id);
@@ -158,7 +85,7 @@ async fn fifo_per_endpoint() {
 #[tokio::test]
 async fn idempotency_keys() {
     let redis = RedisServer::start();
-    let q = redis.queue(NEVER).await;
+    let q = queue(&redis, NEVER).await;
     let first = q.enqueue(job("j1", "e", Some("k"))).await.unwrap();
     assert_eq!((first.id.as_str(), first.fresh), ("j1", true));
     let again = q.enqueue(job("j2", "e", Some("k"))).await.unwrap();
@@ -175,8 +102,8 @@ async fn idempotency_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_race_between_replicas() {
     let redis = RedisServer::start();
-    let a = redis.queue(NEVER).await;
-    let b = redis.queue(NEVER).await;
+    let a = queue(&redis, NEVER).await;
+    let b = queue(&redis, NEVER).await;
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let q = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -202,13 +129,13 @@ async fn idempotency_race_between_replicas() {
 #[tokio::test]
 async fn stale_idempotency_key_is_taken_over() {
     let redis = RedisServer::start();
-    let q = redis.queue(NEVER).await;
+    let q = queue(&redis, NEVER).await;
     redis::cmd("SET")
         .arg("portico:e:idem:k")
         .arg("ghost")
         .arg("PX")
         .arg(60_000)
-        .query_async::<()>(&mut redis.raw().await)
+        .query_async::<()>(&mut raw(&redis).await)
         .await
         .unwrap();
     let enqueued = q.enqueue(job("j1", "e", Some("k"))).await.unwrap();
@@ -223,7 +150,7 @@ async fn stale_idempotency_key_is_taken_over() {
 #[tokio::test]
 async fn finish_keeps_state_and_drops_body() {
     let redis = RedisServer::start();
-    let q = redis.queue(NEVER).await;
+    let q = queue(&redis, NEVER).await;
     q.enqueue(job("j1", "e", None)).await.unwrap();
     let claimed = q.claim("e", 1).await.unwrap();
     assert_eq!(ids(&claimed), ["j1"]);
@@ -232,7 +159,7 @@ async fn finish_keeps_state_and_drops_body() {
     let state = q.state("j1").await.unwrap().unwrap();
     assert_eq!(state.status, JobStatus::Completed);
     assert_eq!(state.attempts, 1);
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let has_body: bool = redis::cmd("HEXISTS")
         .arg("portico:job:j1")
         .arg("body")
@@ -268,7 +195,7 @@ async fn finish_keeps_state_and_drops_body() {
 #[tokio::test]
 async fn retry_counts_attempts() {
     let redis = RedisServer::start();
-    let q = redis.queue(NEVER).await;
+    let q = queue(&redis, NEVER).await;
     q.enqueue(job("j1", "e", None)).await.unwrap();
     assert_eq!(q.claim("e", 1).await.unwrap()[0].state.attempts, 1);
     assert_eq!(q.retry("j1").await.unwrap(), 2);
@@ -285,8 +212,8 @@ async fn retry_counts_attempts() {
 async fn abandoned_claims_move_to_another_replica() {
     let redis = RedisServer::start();
     let reclaim = Duration::from_millis(300);
-    let a = redis.queue(reclaim).await;
-    let b = redis.queue(reclaim).await;
+    let a = queue(&redis, reclaim).await;
+    let b = queue(&redis, reclaim).await;
     a.enqueue(job("dead", "e", None)).await.unwrap();
     a.enqueue(job("alive", "e", None)).await.unwrap();
     assert_eq!(ids(&a.claim("e", 10).await.unwrap()), ["dead", "alive"]);
@@ -317,7 +244,7 @@ async fn abandoned_claims_move_to_another_replica() {
         .arg("-")
         .arg("+")
         .arg(10)
-        .query_async(&mut redis.raw().await)
+        .query_async(&mut raw(&redis).await)
         .await
         .unwrap();
     let deliveries: Vec<u64> = pending.iter().map(|p| p.3).collect();
@@ -341,8 +268,8 @@ async fn abandoned_claims_move_to_another_replica() {
 async fn finished_jobs_are_never_claimed_again() {
     let redis = RedisServer::start();
     let reclaim = Duration::from_millis(100);
-    let a = redis.queue(reclaim).await;
-    let b = redis.queue(reclaim).await;
+    let a = queue(&redis, reclaim).await;
+    let b = queue(&redis, reclaim).await;
     a.enqueue(job("claimed", "e", None)).await.unwrap();
     assert_eq!(ids(&a.claim("e", 10).await.unwrap()), ["claimed"]);
     a.finish("claimed", JobStatus::Failed).await.unwrap();
@@ -364,7 +291,7 @@ async fn finished_jobs_are_never_claimed_again() {
 #[tokio::test]
 async fn depth_and_oldest_waiting() {
     let redis = RedisServer::start();
-    let q = redis.queue(NEVER).await;
+    let q = queue(&redis, NEVER).await;
     assert_eq!(q.depth("e").await.unwrap(), 0);
     assert_eq!(q.oldest_waiting("e").await.unwrap(), None);
     for id in ["j1", "j2", "j3"] {
@@ -403,8 +330,8 @@ async fn depth_and_oldest_waiting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replicas_claim_each_job_once() {
     let redis = RedisServer::start();
-    let a = redis.queue(NEVER).await;
-    let b = redis.queue(NEVER).await;
+    let a = queue(&redis, NEVER).await;
+    let b = queue(&redis, NEVER).await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let q = if i % 2 == 0 { a.clone() } else { b.clone() };

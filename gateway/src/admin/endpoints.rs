@@ -189,9 +189,15 @@ async fn events(
     axum::Json(json!({ "endpoint": endpoint.id(), "events": events })).into_response()
 }
 
+/// Gives `order` to the endpoint's controller, and in a cluster to every replica's.
 async fn order(admin: &Admin, endpoint: &Endpoint, order: Order) -> Response {
     match endpoint.control.order(order).await {
-        Ok(_) => axum::Json(describe(admin, endpoint)).into_response(),
+        Ok(_) => {
+            if let Some(cluster) = &admin.cluster {
+                cluster.share_order(endpoint.id(), order).await;
+            }
+            axum::Json(describe(admin, endpoint)).into_response()
+        }
         Err(gone) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",

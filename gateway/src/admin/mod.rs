@@ -18,6 +18,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::error::{AuthFailure, ProxyError, error_answer};
 use crate::metrics::refresh_gauges;
 use crate::pipeline::Shared;
@@ -26,6 +27,7 @@ use crate::stage::auth;
 
 mod access;
 mod alerts;
+mod cluster;
 mod config;
 mod endpoints;
 mod logs;
@@ -33,33 +35,56 @@ mod scaling;
 mod series;
 mod ui;
 
+/// What the admin API serves from.
 #[derive(Clone)]
-struct Admin {
-    shared: Arc<Shared>,
-    metrics: PrometheusHandle,
-    reloader: Arc<Reloader>,
-    alerts: Arc<crate::alerts::AlertBoard>,
+pub struct Admin {
+    /// The routing table and access settings in force.
+    pub shared: Arc<Shared>,
+    /// The Prometheus exposition.
+    pub metrics: PrometheusHandle,
+    /// Config reloads.
+    pub reloader: Arc<Reloader>,
+    /// The alert rules' state.
+    pub alerts: Arc<crate::alerts::AlertBoard>,
+    /// `scheme://address` of each data listener as bound, in config order (endpoint URLs).
+    pub data_bases: Arc<[String]>,
+    /// The deployment this replica belongs to (`[cluster]`).
+    pub cluster: Option<Arc<Cluster>>,
     series: Arc<series::Series>,
-    /// `scheme://address` of each data listener as bound, in config order.
-    data_bases: Arc<[String]>,
 }
 
-/// Serves the admin API on `listener` until `stop` turns true. `data_bases` are the
-/// `scheme://address` of each data listener as bound, in config order (endpoint URLs).
+impl Admin {
+    /// The admin API's state (the series start empty).
+    pub fn new(
+        shared: Arc<Shared>,
+        metrics: PrometheusHandle,
+        reloader: Arc<Reloader>,
+        alerts: Arc<crate::alerts::AlertBoard>,
+        data_bases: Vec<String>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Admin {
+        Admin {
+            shared,
+            metrics,
+            reloader,
+            alerts,
+            data_bases: data_bases.into(),
+            cluster,
+            series: Arc::default(),
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until `stop` turns true.
 pub async fn serve(
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-    metrics: PrometheusHandle,
-    reloader: Arc<Reloader>,
-    alerts: Arc<crate::alerts::AlertBoard>,
-    data_bases: Vec<String>,
+    admin: Admin,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let series = Arc::new(series::Series::default());
     let sampler = tokio::spawn(series::run(
-        Arc::clone(&series),
-        Arc::clone(&shared),
+        Arc::clone(&admin.series),
+        Arc::clone(&admin.shared),
         stop.clone(),
     ));
     let app = Router::new()
@@ -72,22 +97,16 @@ pub async fn serve(
         .merge(config::routes())
         .merge(access::routes())
         .merge(alerts::routes())
+        .merge(cluster::routes())
         .merge(series::routes())
         .merge(ui::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
-            Arc::clone(&shared),
+            Arc::clone(&admin.shared),
             require_admin_token,
         ))
         .layer(middleware::map_response(json_errors))
-        .with_state(Admin {
-            shared,
-            metrics,
-            reloader,
-            alerts,
-            series,
-            data_bases: data_bases.into(),
-        });
+        .with_state(admin);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

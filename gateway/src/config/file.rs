@@ -35,6 +35,34 @@ pub struct FileConfig {
     pub alerts: FileAlerts,
     /// `[smtp]`: the mail server alert e-mails go through; present = e-mail configured.
     pub smtp: Option<FileSmtp>,
+    /// `[cluster]`: several replicas sharing demand, one scaler and admin state in Redis;
+    /// absent = this replica alone.
+    pub cluster: Option<FileCluster>,
+}
+
+/// `[cluster]`: replicas of one Portico deployment sharing state in Redis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+pub struct FileCluster {
+    /// `redis://` or `rediss://` URL of the shared Redis. Required.
+    pub redis: String,
+    /// This replica's name, unique in the deployment. Default: `<host name>-<pid>`.
+    pub replica_id: Option<String>,
+    /// How long the scaler lease lasts without renewal. Default 5.
+    pub lease_seconds: u64,
+    /// Prefix of every Redis key, so that deployments can share a Redis. Default `portico`.
+    pub key_prefix: String,
+}
+
+impl Default for FileCluster {
+    fn default() -> FileCluster {
+        FileCluster {
+            redis: String::new(),
+            replica_id: None,
+            lease_seconds: 5,
+            key_prefix: "portico".to_string(),
+        }
+    }
 }
 
 /// `[server]`.

@@ -47,6 +47,8 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// `[[alert]]` rules, `[alerts]` channels and `[smtp]` (no rules when absent).
     pub alerts: Alerts,
+    /// `[cluster]`, when replicas share state in Redis.
+    pub cluster: Option<Cluster>,
     /// What was accepted but probably not meant (a CIDR block with host bits set), each
     /// named by its key path; `portico validate` and start-up report them.
     pub warnings: Vec<Problem>,
@@ -312,6 +314,19 @@ pub struct Endpoint {
     pub websocket: WebSocket,
     /// Asynchronous invocation, when enabled.
     pub async_: Option<AsyncSettings>,
+}
+
+/// `[cluster]`: this replica's place in a deployment sharing state in Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// `redis://` or `rediss://` URL.
+    pub redis: String,
+    /// This replica's unique name.
+    pub replica_id: String,
+    /// The scaler lease: a leader that does not renew it for this long is replaced.
+    pub lease: Duration,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
 }
 
 /// Which browser origins may call an endpoint (`cors_origins`).

@@ -15,7 +15,7 @@ use super::file::FileConfig;
 use super::validate::{element_label, path_key};
 
 /// Top-level keys, in the order problems are reported.
-const TOP_LEVEL: [&str; 9] = [
+const TOP_LEVEL: [&str; 10] = [
     "server",
     "listener",
     "object_store",
@@ -25,6 +25,7 @@ const TOP_LEVEL: [&str; 9] = [
     "alert",
     "alerts",
     "smtp",
+    "cluster",
 ];
 
 /// What parsing left out of the [`FileConfig`], so that validation labels elements by their
@@ -171,6 +172,11 @@ pub(crate) fn parse(text: &str) -> Result<Parsed, Problem> {
         && let Some(smtp) = de(value, "smtp", &mut out)
     {
         out.file.smtp = Some(smtp);
+    }
+    if let Some(value) = table.remove("cluster")
+        && let Some(cluster) = de(value, "cluster", &mut out)
+    {
+        out.file.cluster = Some(cluster);
     }
     Ok(out)
 }

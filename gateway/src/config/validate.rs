@@ -13,16 +13,16 @@ use ipfilter::{Cidr, PortRange, Source};
 use scaler::{Metric, ScalingSettings};
 
 use super::file::{
-    FileAlert, FileAlerts, FileAsync, FileConfig, FileEndpoint, FileHealth, FileInboundRule,
-    FileListener, FileObjectStore, FileProject, FileScaling, FileSecurityGroup, FileServer,
-    FileSmtp, FileTimeouts, FileWebSocket, FileWorkers,
+    FileAlert, FileAlerts, FileAsync, FileCluster, FileConfig, FileEndpoint, FileHealth,
+    FileInboundRule, FileListener, FileObjectStore, FileProject, FileScaling, FileSecurityGroup,
+    FileServer, FileSmtp, FileTimeouts, FileWebSocket, FileWorkers,
 };
 use super::parse::Origin;
 use super::{
     AlertChannel, AlertMetric, AlertOperator, AlertRule, AlertScope, Alerts, AsyncSettings,
-    Balance, BalanceStrategy, Config, Cors, Endpoint, Health, InboundRule, Listener, ObjectStore,
-    Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls, Timeouts, Tls, Token,
-    WebSocket, WorkerKind, WorkerProtocol, Workers,
+    Balance, BalanceStrategy, Cluster, Config, Cors, Endpoint, Health, InboundRule, Listener,
+    ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls, Timeouts,
+    Tls, Token, WebSocket, WorkerKind, WorkerProtocol, Workers,
 };
 
 /// Ids appear in URL paths, logs and metric labels: `[A-Za-z0-9._-]+`, not only dots.
@@ -155,6 +155,10 @@ impl Check<'_> {
         };
         let endpoints = self.endpoints(&file.endpoint, &known);
         let alerts = self.alerts(file);
+        let cluster = match &file.cluster {
+            None => Some(None),
+            Some(cluster) => self.cluster(cluster).map(Some),
+        };
         Some(Config {
             server: server?,
             listeners: listeners.into_iter().collect::<Option<_>>()?,
@@ -163,6 +167,7 @@ impl Check<'_> {
             security_groups: security_groups.into_iter().collect::<Option<_>>()?,
             endpoints: endpoints.into_iter().collect::<Option<_>>()?,
             alerts: alerts?,
+            cluster: cluster?,
             warnings: Vec::new(),
             source: toml::Table::new(),
         })
@@ -1070,12 +1075,7 @@ impl Check<'_> {
         if text == "embedded" {
             return Some(QueueBackend::Embedded);
         }
-        let valid = text
-            .parse::<Uri>()
-            .ok()
-            .filter(|uri| matches!(uri.scheme_str(), Some("redis" | "rediss")))
-            .is_some_and(|uri| uri.host().is_some_and(|h| !h.is_empty()));
-        if valid {
+        if is_redis_url(text) {
             Some(QueueBackend::Redis(text.to_string()))
         } else {
             self.bad(
@@ -1084,6 +1084,50 @@ impl Check<'_> {
             );
             None
         }
+    }
+
+    // ---- [cluster] --------------------------------------------------------------------------
+
+    fn cluster(&mut self, c: &FileCluster) -> Option<Cluster> {
+        let mut ok = true;
+        if c.redis.is_empty() {
+            self.bad(
+                "cluster.redis",
+                "is required: the redis:// URL the replicas share",
+            );
+            ok = false;
+        } else if !is_redis_url(&c.redis) {
+            self.bad(
+                "cluster.redis",
+                format!(
+                    "`{}` must be a redis:// or rediss:// URL with a host",
+                    c.redis
+                ),
+            );
+            ok = false;
+        }
+        let replica_id = match &c.replica_id {
+            Some(id) => {
+                self.id("cluster.replica_id", id);
+                ok &= is_id(id);
+                id.clone()
+            }
+            None => default_replica_id(),
+        };
+        if c.lease_seconds == 0 {
+            self.bad("cluster.lease_seconds", "must be >= 1");
+            ok = false;
+        }
+        if !is_id(&c.key_prefix) {
+            self.bad("cluster.key_prefix", "must be [A-Za-z0-9._-]+");
+            ok = false;
+        }
+        ok.then(|| Cluster {
+            redis: c.redis.clone(),
+            replica_id,
+            lease: Duration::from_secs(c.lease_seconds),
+            key_prefix: c.key_prefix.clone(),
+        })
     }
 
     // ---- [[alert]], [alerts], [smtp] --------------------------------------------------------
@@ -1693,4 +1737,22 @@ fn cors_origin(text: &str) -> Option<String> {
         return None;
     }
     Some(format!("{scheme}://{}", rest.to_ascii_lowercase()))
+}
+
+/// A `redis://` or `rediss://` URL with a host.
+fn is_redis_url(text: &str) -> bool {
+    text.parse::<Uri>()
+        .ok()
+        .filter(|uri| matches!(uri.scheme_str(), Some("redis" | "rediss")))
+        .is_some_and(|uri| uri.host().is_some_and(|h| !h.is_empty()))
+}
+
+/// `<host name>-<pid>`: unique among replicas on different hosts and on one host.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| is_id(h))
+        .unwrap_or_else(|| "portico".to_string());
+    format!("{host}-{}", std::process::id())
 }

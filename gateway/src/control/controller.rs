@@ -15,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::hooks::EndpointHooks;
 use super::{Command, Detail, EventKind, Order, scrape};
+use crate::cluster::{Cluster, Demand};
 use crate::config::{self, WorkerKind};
 use crate::endpoint::Endpoint;
 
@@ -25,12 +26,14 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Starts the controller of one endpoint on the current (control) runtime. It ends when
 /// `stop` turns true, or after a drain when its endpoint is retired, stopping the workers
-/// first; `probers` ends the health probes of replicas it adds.
+/// first; `probers` ends the health probes of replicas it adds. In a `cluster` it decides
+/// on the demand of every replica, and actuates only while this replica leads.
 pub fn spawn(
     endpoint: &Arc<Endpoint>,
     grace: Duration,
     stop: &watch::Receiver<bool>,
     probers: &watch::Receiver<bool>,
+    cluster: Option<Arc<Cluster>>,
 ) -> JoinHandle<()> {
     let actuator = actuator(endpoint, grace, probers);
     if endpoint
@@ -41,7 +44,38 @@ pub fn spawn(
     {
         tracing::warn!(endpoint = endpoint.id(), "controller started twice");
     }
-    tokio::spawn(run(Arc::clone(endpoint), actuator, grace, stop.clone()))
+    let driver = Driver { actuator, cluster };
+    tokio::spawn(run(Arc::clone(endpoint), driver, grace, stop.clone()))
+}
+
+/// What carries a decision out: the actuator, and the cluster that says whether this
+/// replica may use it.
+struct Driver {
+    actuator: Arc<dyn Actuator>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl Driver {
+    /// Hands `desired` to the actuator when this replica actuates. A follower runs no
+    /// process workers of its own (it routes to the leader's), and leaves other workers to
+    /// the leader.
+    fn set_desired(&self, endpoint: &Endpoint, desired: u32) {
+        match &self.cluster {
+            Some(cluster) if !cluster.leads() => {
+                if matches!(endpoint.config.workers.kind, WorkerKind::Process { .. }) {
+                    self.actuator.set_desired(0);
+                }
+            }
+            _ => self.actuator.set_desired(desired),
+        }
+    }
+
+    /// A request found no ready worker: on a follower, the leader hears of it at once.
+    fn woke(&self, endpoint: &Endpoint) {
+        if let Some(cluster) = &self.cluster {
+            cluster.wake(endpoint.id());
+        }
+    }
 }
 
 fn actuator(
@@ -75,10 +109,11 @@ fn actuator(
 
 async fn run(
     endpoint: Arc<Endpoint>,
-    actuator: Arc<dyn Actuator>,
+    driver: Driver,
     grace: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let actuator = &*driver.actuator;
     let control = &endpoint.control;
     let Some(mut inbox) = super::lock(&control.inbox).take() else {
         return;
@@ -100,7 +135,7 @@ async fn run(
         },
     );
     let first = policy.decide_now(now());
-    act(&endpoint, &*actuator, &policy, &first, None);
+    act(&endpoint, &driver, &policy, &first, None);
 
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -117,19 +152,21 @@ async fn run(
                 break;
             }
             _ = control.wake.notified() => {
+                driver.woke(&endpoint);
                 let decision = policy.wake(now());
-                act(&endpoint, &*actuator, &policy, &decision, None);
+                act(&endpoint, &driver, &policy, &decision, None);
             }
             Some(command) = inbox.recv() => {
                 let Command { order, reply } = command;
                 let decision = obey(&mut policy, now(), order, &control.settings());
-                act(&endpoint, &*actuator, &policy, &decision, Some(order));
+                act(&endpoint, &driver, &policy, &decision, Some(order));
                 let _ = reply.send(control.status());
             }
             _ = ticks.tick() => {
-                let sample = sample(&endpoint, &*actuator, policy.settings().metric.clone()).await;
+                let metric = policy.settings().metric.clone();
+                let sample = sample(&endpoint, actuator, driver.cluster.as_deref(), metric).await;
                 let decision = policy.tick(now(), sample);
-                act(&endpoint, &*actuator, &policy, &decision, None);
+                act(&endpoint, &driver, &policy, &decision, None);
             }
         }
     }
@@ -169,10 +206,25 @@ fn obey(
     }
 }
 
-/// Demand and workers now.
-async fn sample(endpoint: &Endpoint, actuator: &dyn Actuator, metric: Metric) -> Sample {
+/// Demand and workers now; in a cluster, the demand of every replica.
+async fn sample(
+    endpoint: &Endpoint,
+    actuator: &dyn Actuator,
+    cluster: Option<&Cluster>,
+    metric: Metric,
+) -> Sample {
     let control = &endpoint.control;
-    let pending = u64::from(control.admission.pending());
+    // Held requests and waiting async jobs are demand too: they wait for workers that do
+    // not exist yet (running jobs are in flight already).
+    let local = Demand {
+        inflight: endpoint.inflight(),
+        pending: u64::from(control.admission.pending()) + control.waiting(),
+        arrivals: control.take_arrivals(),
+    };
+    let demand = match cluster {
+        Some(cluster) => local + cluster.report(endpoint.id(), local),
+        None => local,
+    };
     let workers = endpoint.workers();
     let ready = workers.iter().filter(|w| w.available()).count();
     let starting = actuator
@@ -186,11 +238,8 @@ async fn sample(endpoint: &Endpoint, actuator: &dyn Actuator, metric: Metric) ->
         _ => None,
     };
     Sample {
-        // Held requests and waiting async jobs are demand too: they wait for workers that
-        // do not exist yet (running jobs are in flight already).
-        in_flight: u32::try_from(endpoint.inflight() + pending + control.waiting())
-            .unwrap_or(u32::MAX),
-        arrivals: control.take_arrivals(),
+        in_flight: u32::try_from(demand.inflight + demand.pending).unwrap_or(u32::MAX),
+        arrivals: demand.arrivals,
         custom,
         queue_depth: control.queued(),
         ready: u32::try_from(ready).unwrap_or(u32::MAX),
@@ -201,7 +250,7 @@ async fn sample(endpoint: &Endpoint, actuator: &dyn Actuator, metric: Metric) ->
 /// Publishes a decision: status, metrics, events, and the count to the actuator.
 fn act(
     endpoint: &Endpoint,
-    actuator: &dyn Actuator,
+    driver: &Driver,
     policy: &Policy,
     decision: &Decision,
     order: Option<Order>,
@@ -254,7 +303,7 @@ fn act(
             },
         );
     }
-    actuator.set_desired(decision.desired);
+    driver.set_desired(endpoint, decision.desired);
 }
 
 fn worker_kind(config: &config::Endpoint) -> &'static str {

@@ -53,8 +53,7 @@ impl EndpointHooks {
             endpoint.metrics.cold_start(waited.as_secs_f64());
         }
         // Last: held requests and the async dispatcher must find the worker when they wake.
-        endpoint.control.admission.release();
-        endpoint.control.ready.notify_one();
+        endpoint.control.worker_added();
     }
 }
 

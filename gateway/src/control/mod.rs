@@ -185,6 +185,13 @@ impl Control {
         self.wake.notify_one();
     }
 
+    /// A worker was added from elsewhere (the cluster leader's): held requests and the
+    /// async dispatcher look again.
+    pub fn worker_added(&self) {
+        self.admission.release();
+        self.ready.notify_one();
+    }
+
     /// Completes once a replica became ready since the last call (or now).
     pub async fn replica_ready(&self) {
         self.ready.notified().await;

@@ -3,13 +3,14 @@
 //! - [`TestGateway`] writes a config into a temp dir, spawns `portico run`, reads its
 //!   `listening on <name> <addr>` lines and kills it on drop.
 //! - [`TestWorker`] does the same for the `fakeworker` binary.
+//! - [`RedisServer`] runs a `redis-server` of the test's own.
 //! - [`eventually`] polls a condition with a deadline instead of sleeping.
 
 #![allow(dead_code, missing_docs)]
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -1175,4 +1176,86 @@ impl Http1 {
         self.pending.clear();
         status
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Redis
+// ------------------------------------------------------------------------------------------
+
+/// A `redis-server` of this test's own, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    /// `redis://127.0.0.1:<port>`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (or `$REDIS_SERVER`) on a free loopback port, no persistence.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "these tests need `{binary}` (apt-get install redis-server, or set \
+                     REDIS_SERVER to its path): {err}"
+                )
+            });
+        let mut server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        server.wait_ready(port);
+        server
+    }
+
+    /// Polls with PING until the server answers.
+    fn wait_ready(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("redis-server exited at start ({status}); port {port} taken?");
+            }
+            if ping(port) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server not answering on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0; 7];
+    conn.write_all(b"PING\r\n").is_ok()
+        && conn.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }

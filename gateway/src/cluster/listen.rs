@@ -1,0 +1,117 @@
+//! The cluster's pub/sub subscriber: a follower's wake reaches the leader at once, an
+//! order given to any replica reaches the others, and followers re-read the leader's
+//! workers as soon as they change. After each (re)subscription it catches up on the orders
+//! it may have missed.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{Cluster, SharedMode, sync};
+use crate::endpoint::Endpoint;
+use crate::pipeline::Shared;
+
+/// Subscribes, and subscribes again after a lost connection, until `stop` turns true.
+pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(err) = listen(&cluster, &shared).await {
+            tracing::debug!(error = %err, "cluster: subscription lost");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(cluster.tick()) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+async fn listen(cluster: &Cluster, shared: &Shared) -> redis::RedisResult<()> {
+    let keys = &cluster.keys;
+    let (wake, orders, workers) = (
+        keys.wake_channel(),
+        keys.orders_channel(),
+        keys.workers_channel(),
+    );
+    let mut pubsub = cluster.client.get_async_pubsub().await?;
+    pubsub
+        .subscribe(&[wake.as_str(), orders.as_str(), workers.as_str()])
+        .await?;
+    for endpoint in shared.routes.load().endpoints() {
+        apply_mode(cluster, endpoint).await;
+    }
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let channel = message.get_channel_name().to_string();
+        let payload: String = message.get_payload()?;
+        // `<endpoint>` or `<endpoint> <replica that sent it>`.
+        let (id, from) = payload.split_once(' ').unwrap_or((payload.as_str(), ""));
+        let Some(endpoint) = find(shared, id) else {
+            continue;
+        };
+        if channel == wake {
+            if cluster.leader.load(std::sync::atomic::Ordering::Relaxed) {
+                crate::metrics::cluster_wake_received(endpoint.id());
+                tracing::debug!(endpoint = id, from, "cluster: woken by another replica");
+                endpoint.control.wake();
+            }
+        } else if channel == orders {
+            if from != cluster.replica_id() {
+                apply_mode(cluster, &endpoint).await;
+            }
+        } else if channel == workers
+            && !cluster.leader.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(mut conn) = cluster.connection()
+        {
+            sync::adopt_published(cluster, &endpoint, &mut conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings `endpoint` to the mode the deployment last agreed on, if it differs.
+async fn apply_mode(cluster: &Cluster, endpoint: &Endpoint) {
+    let Some(mut conn) = cluster.connection() else {
+        return;
+    };
+    let text: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        .arg(cluster.keys.mode(endpoint.id()))
+        .query_async(&mut conn)
+        .await;
+    let Some(mode) = text
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str::<SharedMode>(&text).ok())
+    else {
+        return;
+    };
+    let current = match endpoint.control.status().mode {
+        scaler::Mode::Auto => SharedMode::Auto,
+        scaler::Mode::Pinned(workers) => SharedMode::Manual { workers },
+        scaler::Mode::Stopped => SharedMode::Stopped,
+    };
+    if current == mode {
+        return;
+    }
+    // From a stopped endpoint, "auto" is a start.
+    let order = match (current, mode) {
+        (SharedMode::Stopped, SharedMode::Auto) => crate::control::Order::Start,
+        _ => mode.order(),
+    };
+    if endpoint.control.order(order).await.is_ok() {
+        tracing::info!(
+            endpoint = endpoint.id(),
+            ?mode,
+            "cluster: applied an order given to another replica"
+        );
+    }
+}
+
+fn find(shared: &Shared, id: &str) -> Option<Arc<Endpoint>> {
+    shared
+        .routes
+        .load()
+        .endpoints()
+        .iter()
+        .find(|e| e.id() == id)
+        .cloned()
+}
