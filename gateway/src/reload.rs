@@ -369,6 +369,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.object_store != new.object_store {
         out.push("object_store".to_string());
     }
+    if old.cluster != new.cluster {
+        out.push("cluster".to_string());
+    }
     out
 }
 
