@@ -18,7 +18,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 command -v promtool >/dev/null || apt_packages+=(prometheus)   # promtool checks /metrics
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_packages+=(haproxy)   # a real PROXY v2 peer
 command -v openssl >/dev/null || apt_packages+=(openssl)   # test certificates
-command -v redis-server >/dev/null || apt_packages+=(redis-server)   # the shared async queue
+command -v redis-server >/dev/null || apt_packages+=(redis-server)   # the shared async queue and cluster state
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || apt_packages+=(dnsmasq-base)   # DNS discovery of workers
 # The console's browser test: Debian's Chromium driven by playwright-core (never a
 # downloaded browser), with fonts for readable screenshots.
 command -v chromium >/dev/null || apt_packages+=(chromium chromium-driver fonts-dejavu-core fonts-liberation)

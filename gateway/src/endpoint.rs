@@ -74,8 +74,26 @@ impl Endpoint {
                 .filter_map(|url| url.authority().cloned())
                 .map(|authority| Arc::new(Worker::new(next_worker_id(), authority)))
                 .collect(),
-            // Process workers are started by the scaler's actuator.
-            config::WorkerKind::Process { .. } => Vec::new(),
+            // Another system runs them: each is down until its health probe passes.
+            config::WorkerKind::Command {
+                discovery: config::Discovery::Urls(urls),
+                ..
+            } => urls
+                .iter()
+                .filter_map(|url| url.authority().cloned())
+                .map(|authority| {
+                    let worker = Worker::new(next_worker_id(), authority);
+                    worker.set_probed_up(false);
+                    Arc::new(worker)
+                })
+                .collect(),
+            // Process workers are started by the scaler's actuator; DNS ones are found by
+            // discovery.
+            config::WorkerKind::Process { .. }
+            | config::WorkerKind::Command {
+                discovery: config::Discovery::Dns { .. },
+                ..
+            } => Vec::new(),
         };
         let listeners = listener_names
             .iter()

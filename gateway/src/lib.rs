@@ -28,6 +28,7 @@
 //! - `control`: per-endpoint controllers (scaler policy → actuator), held requests, events
 //!   and their journal.
 //! - `cluster`: replicas sharing demand, one actuating leader and orders through Redis.
+//! - `discovery`: workers found by URL list or DNS (`kind = "command"`).
 //! - `traffic`: per-endpoint last-minute and hourly analytics, token usage.
 //! - `alerts`: alert rules, their evaluation, webhook and e-mail notifications.
 //! - `queue`, `jobs`: the async job queue and its dispatchers.
@@ -48,6 +49,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod framing;

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::Cluster;
 use crate::endpoint::Endpoint;
 use crate::store::Store;
-use crate::{control, health};
+use crate::{control, discovery, health};
 
 /// What starting and retiring endpoints needs.
 #[derive(Debug)]
@@ -57,6 +57,8 @@ impl Lifecycle {
         for worker in endpoint.workers().iter() {
             health::spawn_prober(&endpoint.config, worker, &self.probers);
         }
+        // Ends with the endpoint or at shutdown.
+        let _ = discovery::spawn(endpoint, &self.probers);
         let controller = control::spawn(
             endpoint,
             self.grace,

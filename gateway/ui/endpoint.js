@@ -264,14 +264,17 @@ function makeActions(ctx, applied) {
       input.disabled = isStatic || stopped;
       scale.disabled = isStatic || stopped;
       autoscale.disabled = e.mode !== 'manual';
-      restart.disabled = isStatic || stopped || e.restarting;
+      // Command workers are restarted by the system that runs them.
+      restart.disabled = isStatic || e.kind === 'command' || stopped || e.restarting;
       stop.disabled = stopped;
       start.disabled = !stopped;
       note.textContent = isStatic
         ? 'Static workers: their count is the configured URLs; it cannot be scaled or restarted.'
         : stopped
           ? 'Stopped: requests are answered 503. Start the endpoint to serve again.'
-          : `Scale pins a count between ${e.scaling.min_workers} and ${e.scaling.max_workers}.`;
+          : e.kind === 'command'
+            ? `Scale pins a count between ${e.scaling.min_workers} and ${e.scaling.max_workers}; scale_command carries it out.`
+            : `Scale pins a count between ${e.scaling.min_workers} and ${e.scaling.max_workers}.`;
     },
   };
 }

@@ -40,7 +40,7 @@ export function mount(panel, ctx) {
 
   const staticNote = h('p', {
     class: 'notice', hidden: true,
-    text: 'Static workers: Portico does not run them, so it holds none of their output.',
+    text: 'Portico does not run these workers (static or command), so it holds none of their output.',
   });
   panel.append(h('div', { class: 'card' },
     h('div', { class: 'card-head' }, h('h2', { text: 'Worker logs' }), state),
@@ -160,7 +160,7 @@ export function mount(panel, ctx) {
 
   // The replica list follows the endpoint's replicas; a chosen one stays listed.
   const unsubscribe = ctx.subscribe((endpoint) => {
-    const isStatic = endpoint.kind === 'static';
+    const isStatic = endpoint.kind !== 'process';
     staticNote.hidden = !isStatic;
     follow.disabled = isStatic; // Portico refuses to follow what it does not read
     const wanted = new Set(endpoint.workers.replicas.map((r) => String(r.id)));

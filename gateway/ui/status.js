@@ -72,6 +72,8 @@ function renderWorkers(tbody, endpoint) {
   if (!replicas.length) {
     const why = endpoint.kind === 'static'
       ? 'Static workers: Portico does not run them, so there are no replicas to show.'
+      : endpoint.kind === 'command'
+        ? `Workers run elsewhere (scale_command); ${endpoint.workers.ready} found and ready.`
       : endpoint.mode === 'stopped' ? 'Stopped: no workers run.' : 'No workers run now (scaled to zero).';
     fill(tbody, h('tr', {}, h('td', { colspan: 8, class: 'empty-row', text: why })));
     return;

@@ -13,10 +13,12 @@
 //!   through which the gateway hears about them ([`ReplicaEvent`]).
 //! - `process`: [`ProcessActuator`] (`kind = "process"`), replicas as child processes.
 //! - `fixed`: [`FixedActuator`] (`kind = "static"`), workers at fixed addresses.
+//! - `command`: [`CommandActuator`] (`kind = "command"`), a command sets the count.
 //! - `logs`: the per-replica rings of worker output ([`LogLine`]).
 //! - [`exposition`]: one gauge out of a worker's Prometheus `/metrics` page.
 
 mod actuator;
+mod command;
 mod decision;
 pub mod exposition;
 mod fixed;
@@ -27,6 +29,7 @@ mod settings;
 mod window;
 
 pub use actuator::{Actuator, Hooks, Replica, ReplicaEvent, ReplicaState, RestartOutcome};
+pub use command::{CommandActuator, CommandSpec};
 pub use decision::{Decision, Direction, Reason};
 pub use fixed::FixedActuator;
 pub use logs::{LogLine, LogStream};

@@ -137,6 +137,13 @@ async fn restart(State(admin): State<Admin>, Path(id): Path<String>) -> Response
             "the endpoint's workers are static URLs: Portico does not run them",
         );
     }
+    if matches!(endpoint.config.workers.kind, WorkerKind::Command { .. }) {
+        return error(
+            StatusCode::CONFLICT,
+            "restart_unsupported",
+            "the endpoint's workers are run by another system (scale_command): restart them there",
+        );
+    }
     if endpoint.control.stopped() {
         return error(
             StatusCode::CONFLICT,
@@ -262,6 +269,7 @@ pub(super) fn describe(admin: &Admin, endpoint: &Endpoint) -> Value {
     let kind = match endpoint.config.workers.kind {
         WorkerKind::Static { .. } => "static",
         WorkerKind::Process { .. } => "process",
+        WorkerKind::Command { .. } => "command",
     };
     let custom_metric = match &settings.metric {
         scaler::Metric::Custom(name) => Some(name.as_str()),

@@ -370,8 +370,19 @@ pub struct FileWorkers {
     pub command: Option<Vec<String>>,
     /// `process`: extra environment variables. Default: none.
     pub env: Option<BTreeMap<String, String>>,
-    /// `static`: worker base URLs. Required there.
+    /// `static`: worker base URLs. Required there. `command`: the workers, when not `dns`.
     pub urls: Option<Vec<String>>,
+    /// `command` (extension): run with `{endpoint}` and `{replicas}` replaced whenever the
+    /// desired count changes. Required there.
+    pub scale_command: Option<Vec<String>>,
+    /// `command`: `name:port` whose A/AAAA records are the workers, re-resolved every
+    /// `dns_refresh_seconds`.
+    pub dns: Option<String>,
+    /// `command` with `dns`: the DNS server to ask (`ip:port`). Default: the first
+    /// `nameserver` of `/etc/resolv.conf`.
+    pub dns_server: Option<String>,
+    /// `command` with `dns`: seconds between two resolutions. Default 5.
+    pub dns_refresh_seconds: u64,
     /// Health check path. Default `/health`.
     pub health_path: String,
     /// Prometheus metrics path. Default `/metrics`.
@@ -389,6 +400,10 @@ impl Default for FileWorkers {
             command: None,
             env: None,
             urls: None,
+            scale_command: None,
+            dns: None,
+            dns_server: None,
+            dns_refresh_seconds: 5,
             health_path: "/health".into(),
             metrics_path: "/metrics".into(),
             startup_timeout_seconds: 600,

@@ -432,6 +432,34 @@ pub enum WorkerKind {
         /// Base URLs (`http://host:port` or `https://…`, no path).
         urls: Vec<http::Uri>,
     },
+    /// Workers run by another system: a command sets their count, and they are found by
+    /// URL list or DNS.
+    Command {
+        /// Program and arguments; `{endpoint}` and `{replicas}` are replaced.
+        scale_command: Vec<String>,
+        /// Extra environment variables of the command, sorted by name.
+        env: Vec<(String, String)>,
+        /// Where the workers are.
+        discovery: Discovery,
+    },
+}
+
+/// Where the workers of a `command` endpoint are found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discovery {
+    /// Every worker that may run, by base URL; the health probes tell which do.
+    Urls(Vec<http::Uri>),
+    /// The A/AAAA records of a name (e.g. a headless service), on a port.
+    Dns {
+        /// The name to resolve.
+        name: String,
+        /// The workers' port.
+        port: u16,
+        /// The DNS server; `None`: the first `nameserver` of `/etc/resolv.conf`.
+        server: Option<SocketAddr>,
+        /// Time between two resolutions.
+        refresh: Duration,
+    },
 }
 
 /// Protocol spoken to workers.

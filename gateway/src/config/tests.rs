@@ -1038,7 +1038,50 @@ fn rejects_bad_workers() {
             &[&format!("{w}.kind")],
         ),
         (workers("kind = \"kubernetes\""), &[&format!("{w}.kind")]),
-        (workers("kind = \"command\""), &[&format!("{w}.kind")]),
+        (
+            workers("kind = \"command\""),
+            &[&format!("{w}.scale_command"), w],
+        ),
+        (
+            workers(
+                "kind = \"command\"\nscale_command = [\"s\"]\nurls = [\"http://a:1\"]\ndns = \"a:1\"",
+            ),
+            &[w],
+        ),
+        (
+            workers(
+                "kind = \"command\"\nscale_command = []\ndns = \"no port\"\ndns_server = \"x\"",
+            ),
+            &[
+                &format!("{w}.scale_command"),
+                &format!("{w}.dns"),
+                &format!("{w}.dns_server"),
+            ],
+        ),
+        (
+            workers(
+                "kind = \"command\"\nscale_command = [\"s\"]\nurls = [\"http://a:1\"]\ndns_refresh_seconds = 9",
+            ),
+            &[w],
+        ),
+        (
+            workers(
+                "kind = \"command\"\nscale_command = [\"s\"]\ncommand = [\"w\"]\ndns = \"svc.ns:8000\"",
+            ),
+            &[&format!("{w}.command")],
+        ),
+        (
+            workers(
+                "kind = \"command\"\nscale_command = [\"s\", \"{replicas}\"]\ndns = \"svc.ns:8000\"\ndns_server = \"10.0.0.10:53\"",
+            ),
+            &[],
+        ),
+        (
+            workers(&format!(
+                "{process}\nscale_command = [\"s\"]\ndns = \"a:1\""
+            )),
+            &[&format!("{w}.scale_command"), &format!("{w}.dns")],
+        ),
         (workers("kind = \"docker\""), &[&format!("{w}.kind")]),
         (workers("kind = \"process\""), &[&format!("{w}.command")]),
         (

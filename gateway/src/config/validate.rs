@@ -20,9 +20,9 @@ use super::file::{
 use super::parse::Origin;
 use super::{
     AlertChannel, AlertMetric, AlertOperator, AlertRule, AlertScope, Alerts, AsyncSettings,
-    Balance, BalanceStrategy, Cluster, Config, Cors, Endpoint, Health, InboundRule, Listener,
-    ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls, Timeouts,
-    Tls, Token, WebSocket, WorkerKind, WorkerProtocol, Workers,
+    Balance, BalanceStrategy, Cluster, Config, Cors, Discovery, Endpoint, Health, InboundRule,
+    Listener, ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls,
+    Timeouts, Tls, Token, WebSocket, WorkerKind, WorkerProtocol, Workers,
 };
 
 /// Ids appear in URL paths, logs and metric labels: `[A-Za-z0-9._-]+`, not only dots.
@@ -779,34 +779,34 @@ impl Check<'_> {
         let Some(w) = w else {
             self.bad(
                 path,
-                "is required: an [endpoint.workers] table with kind = \"process\" or \"static\"",
+                "is required: an [endpoint.workers] table with kind = \"process\", \"static\" or \"command\"",
             );
             return None;
         };
         let kind = match w.kind.as_str() {
             "process" => self.process_workers(path, w),
             "static" => self.static_workers(path, w),
-            "kubernetes" | "command" => {
+            "command" => self.command_workers(path, w),
+            "kubernetes" => {
                 self.bad(
                     format!("{path}.kind"),
-                    format!(
-                        "\"{}\" is not supported yet; use \"process\" or \"static\"",
-                        w.kind
-                    ),
+                    "\"kubernetes\" is not supported yet; use \"process\", \"static\" or \"command\"",
                 );
                 None
             }
             "" => {
                 self.bad(
                     format!("{path}.kind"),
-                    "is required: \"process\" or \"static\"",
+                    "is required: \"process\", \"static\" or \"command\"",
                 );
                 None
             }
             other => {
                 self.bad(
                     format!("{path}.kind"),
-                    format!("unknown kind \"{other}\"; expected \"process\" or \"static\""),
+                    format!(
+                        "unknown kind \"{other}\"; expected \"process\", \"static\" or \"command\""
+                    ),
                 );
                 None
             }
@@ -839,6 +839,7 @@ impl Check<'_> {
 
     fn process_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
         let mut ok = true;
+        ok &= self.only_for_command(path, w, "process");
         if w.urls.is_some() {
             self.bad(
                 format!("{path}.urls"),
@@ -887,8 +888,127 @@ impl Check<'_> {
         })
     }
 
+    fn command_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
+        let mut ok = true;
+        if w.command.is_some() {
+            self.bad(
+                format!("{path}.command"),
+                "not allowed with kind = \"command\" (Portico does not run the workers; \
+                 scale_command sets their count)",
+            );
+            ok = false;
+        }
+        match w.scale_command.as_deref() {
+            None => {
+                self.bad(
+                    format!("{path}.scale_command"),
+                    "is required with kind = \"command\"",
+                );
+                ok = false;
+            }
+            Some([]) => {
+                self.bad(format!("{path}.scale_command"), "must not be empty");
+                ok = false;
+            }
+            Some([program, ..]) if program.trim().is_empty() => {
+                self.bad(
+                    format!("{path}.scale_command[0]"),
+                    "the program must not be empty",
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        let env = w.env.clone().unwrap_or_default();
+        for (name, value) in &env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                self.bad(
+                    path_key(&format!("{path}.env"), name),
+                    "is not a valid environment variable",
+                );
+                ok = false;
+            }
+        }
+        let discovery = match (w.urls.as_deref(), w.dns.as_deref()) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.bad(
+                    path,
+                    "kind = \"command\" needs exactly one of urls (the workers) and dns \
+                     (\"name:port\" whose addresses are the workers)",
+                );
+                None
+            }
+            (Some([]), None) => {
+                self.bad(format!("{path}.urls"), "must not be empty");
+                None
+            }
+            (Some(urls), None) => {
+                let urls: Vec<Option<Uri>> = urls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| self.worker_url(&format!("{path}.urls[{i}]"), text))
+                    .collect();
+                urls.into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .map(Discovery::Urls)
+            }
+            (None, Some(dns)) => self.dns_discovery(path, dns, w),
+        };
+        if w.urls.is_some() && (w.dns_server.is_some() || w.dns_refresh_seconds != 5) {
+            self.bad(
+                path,
+                "dns_server and dns_refresh_seconds only apply with dns",
+            );
+            ok = false;
+        }
+        let discovery = discovery?;
+        ok.then(|| WorkerKind::Command {
+            scale_command: w.scale_command.clone().unwrap_or_default(),
+            env: env.into_iter().collect(),
+            discovery,
+        })
+    }
+
+    fn dns_discovery(&mut self, path: &str, dns: &str, w: &FileWorkers) -> Option<Discovery> {
+        let target = dns
+            .rsplit_once(':')
+            .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
+            .filter(|(name, port)| is_dns_name(name) && *port > 0);
+        if target.is_none() {
+            self.bad(
+                format!("{path}.dns"),
+                format!("`{dns}` must be name:port, e.g. \"vllm.models.svc.cluster.local:8000\""),
+            );
+        }
+        let server = match &w.dns_server {
+            None => Some(None),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => {
+                    self.bad(
+                        format!("{path}.dns_server"),
+                        format!("`{text}` must be ip:port, e.g. \"10.96.0.10:53\""),
+                    );
+                    None
+                }
+            },
+        };
+        let refresh = self.seconds(
+            &format!("{path}.dns_refresh_seconds"),
+            w.dns_refresh_seconds,
+        );
+        let (name, port) = target?;
+        Some(Discovery::Dns {
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+            server: server?,
+            refresh: refresh?,
+        })
+    }
+
     fn static_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
         let mut ok = true;
+        ok &= self.only_for_command(path, w, "static");
         if w.command.is_some() {
             self.bad(
                 format!("{path}.command"),
@@ -918,6 +1038,27 @@ impl Check<'_> {
             .collect();
         let urls = urls.into_iter().collect::<Option<Vec<_>>>()?;
         ok.then_some(WorkerKind::Static { urls })
+    }
+
+    /// Refuses the keys of `kind = "command"` on another kind.
+    fn only_for_command(&mut self, path: &str, w: &FileWorkers, kind: &str) -> bool {
+        let mut ok = true;
+        let present = [
+            ("scale_command", w.scale_command.is_some()),
+            ("dns", w.dns.is_some()),
+            ("dns_server", w.dns_server.is_some()),
+            ("dns_refresh_seconds", w.dns_refresh_seconds != 5),
+        ];
+        for (key, set) in present {
+            if set {
+                self.bad(
+                    format!("{path}.{key}"),
+                    format!("not allowed with kind = \"{kind}\" (only with kind = \"command\")"),
+                );
+                ok = false;
+            }
+        }
+        ok
     }
 
     /// A static worker's base URL: http, a host, no credentials, path or query.
@@ -1755,4 +1896,19 @@ fn default_replica_id() -> String {
         .filter(|h| is_id(h))
         .unwrap_or_else(|| "portico".to_string());
     format!("{host}-{}", std::process::id())
+}
+
+/// A DNS name: dot-separated labels of letters, digits and hyphens (and underscores, as
+/// in service records), each 1–63 bytes, 253 in all.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }

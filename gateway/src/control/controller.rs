@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scaler::{
-    Actuator, Decision, Direction, FixedActuator, Metric, Mode, Policy, ProcessActuator,
-    ProcessSpec, ReplicaState, Sample,
+    Actuator, CommandActuator, CommandSpec, Decision, Direction, FixedActuator, Metric, Mode,
+    Policy, ProcessActuator, ProcessSpec, ReplicaState, Sample,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,6 +21,8 @@ use crate::endpoint::Endpoint;
 
 /// How often the policy samples demand (DESIGN.md §1: tick ≤ 1 s).
 const TICK: Duration = Duration::from_secs(1);
+/// The longest a `scale_command` run may take.
+const SCALE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a retired endpoint looks whether its last request finished.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
@@ -104,6 +106,14 @@ fn actuator(
             let hooks = EndpointHooks::new(endpoint, probers.clone());
             ProcessActuator::start(spec, Arc::new(hooks))
         }
+        WorkerKind::Command {
+            scale_command, env, ..
+        } => CommandActuator::start(CommandSpec {
+            endpoint: config.id.clone(),
+            command: scale_command.clone(),
+            env: env.clone(),
+            timeout: SCALE_COMMAND_TIMEOUT,
+        }),
     }
 }
 
@@ -310,5 +320,6 @@ fn worker_kind(config: &config::Endpoint) -> &'static str {
     match config.workers.kind {
         WorkerKind::Static { .. } => "static",
         WorkerKind::Process { .. } => "process",
+        WorkerKind::Command { .. } => "command",
     }
 }

@@ -133,7 +133,10 @@ impl Control {
             stopped: AtomicBool::new(false),
             restarting: AtomicBool::new(false),
             retired: watch::Sender::new(false),
-            managed: matches!(config.workers.kind, config::WorkerKind::Process { .. }),
+            managed: matches!(
+                config.workers.kind,
+                config::WorkerKind::Process { .. } | config::WorkerKind::Command { .. }
+            ),
             status: Mutex::new(Status {
                 mode: Mode::Auto,
                 desired: settings.min_workers,

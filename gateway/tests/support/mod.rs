@@ -235,6 +235,14 @@ impl TestWorker {
         TestWorker { process }
     }
 
+    /// Starts fakeworker on `host:port` (an address the test chose).
+    pub fn start_at(host: &str, port: &str) -> TestWorker {
+        let mut command = Command::new(fakeworker_bin());
+        command.args(["--host", host, "--port", port]);
+        let process = Spawned::start(command, |seen| seen.contains_key("worker"), "worker");
+        TestWorker { process }
+    }
+
     /// The worker's address.
     pub fn addr(&self) -> SocketAddr {
         self.process.listening["worker"]
