@@ -90,6 +90,7 @@ impl Endpoint {
             // Process workers are started by the scaler's actuator; DNS ones are found by
             // discovery.
             config::WorkerKind::Process { .. }
+            | config::WorkerKind::Kubernetes(_)
             | config::WorkerKind::Command {
                 discovery: config::Discovery::Dns { .. },
                 ..

@@ -29,6 +29,7 @@
 //!   and their journal.
 //! - `cluster`: replicas sharing demand, one actuating leader and orders through Redis.
 //! - `discovery`: workers found by URL list or DNS (`kind = "command"`).
+//! - `kubernetes`: `kind = "kubernetes"`: the scale subresource, EndpointSlices watched.
 //! - `traffic`: per-endpoint last-minute and hourly analytics, token usage.
 //! - `alerts`: alert rules, their evaluation, webhook and e-mail notifications.
 //! - `queue`, `jobs`: the async job queue and its dispatchers.
@@ -58,6 +59,7 @@ pub mod health;
 pub mod idle;
 pub mod jobs;
 pub mod jsonline;
+pub mod kubernetes;
 pub mod lifecycle;
 pub mod listen;
 pub mod logging;

@@ -59,6 +59,7 @@ impl Lifecycle {
         }
         // Ends with the endpoint or at shutdown.
         let _ = discovery::spawn(endpoint, &self.probers);
+        let _ = crate::kubernetes::spawn_discovery(endpoint, &self.probers);
         let controller = control::spawn(
             endpoint,
             self.grace,

@@ -1,5 +1,6 @@
-//! The actuator of `kind = "command"`: another system runs the workers (an orchestrator, a
-//! cloud API, a script), and a command tells it how many to run.
+//! Actuators for workers another system runs (an orchestrator, a cloud API, a script):
+//! [`ExternalActuator`] carries each new count out through a function — for
+//! `kind = "command"` a command that tells the other system how many to run.
 //!
 //! Whenever the desired count differs from the last count the command carried out, the
 //! command runs with `{endpoint}` and `{replicas}` replaced, one run at a time: a count
@@ -26,7 +27,7 @@ pub const RETRY: Duration = Duration::from_secs(5);
 /// Most bytes of a failed run's output kept for the log.
 const OUTPUT_LOGGED: usize = 2048;
 
-/// What runs the scale command of one endpoint.
+/// What runs the scale command of one endpoint (`kind = "command"`).
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
     /// The endpoint (`{endpoint}`).
@@ -39,36 +40,57 @@ pub struct CommandSpec {
     pub timeout: Duration,
 }
 
-/// Runs the scale command when the desired count changes.
-#[derive(Debug)]
-pub struct CommandActuator {
+/// Carries out one count in the other system; whether it succeeded.
+pub type Apply = Arc<dyn Fn(u32) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// An actuator for workers another system runs: `apply` carries out each new count, one
+/// at a time, retried after [`RETRY`] while it fails.
+pub struct ExternalActuator {
     desired: watch::Sender<Option<u32>>,
-    /// The count the command last carried out.
+    /// The count `apply` last carried out.
     applied: watch::Receiver<Option<u32>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl CommandActuator {
-    /// Starts the actuator's task on the current runtime. Nothing runs until the first
-    /// [`Actuator::set_desired`].
-    pub fn start(spec: CommandSpec) -> Arc<CommandActuator> {
+impl std::fmt::Debug for ExternalActuator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalActuator")
+            .field("desired", &*self.desired.borrow())
+            .field("applied", &*self.applied.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExternalActuator {
+    /// Runs `spec`'s command for each new count (see the module's documentation).
+    pub fn command(spec: CommandSpec) -> Arc<ExternalActuator> {
+        let spec = Arc::new(spec);
+        ExternalActuator::start(Arc::new(move |replicas| {
+            let spec = Arc::clone(&spec);
+            Box::pin(async move { carry_out(&spec, replicas).await })
+        }))
+    }
+
+    /// Starts the actuator's task on the current runtime. Nothing is applied until the
+    /// first [`Actuator::set_desired`].
+    pub fn start(apply: Apply) -> Arc<ExternalActuator> {
         let (desired, wanted) = watch::channel(None);
         let (done, applied) = watch::channel(None);
-        let task = tokio::spawn(run(spec, wanted, done));
-        Arc::new(CommandActuator {
+        let task = tokio::spawn(run(apply, wanted, done));
+        Arc::new(ExternalActuator {
             desired,
             applied,
             task: Mutex::new(Some(task)),
         })
     }
 
-    /// The count the command last carried out, if any.
+    /// The count last carried out, if any.
     pub fn applied(&self) -> Option<u32> {
         *self.applied.borrow()
     }
 }
 
-impl Actuator for CommandActuator {
+impl Actuator for ExternalActuator {
     fn set_desired(&self, replicas: u32) {
         self.desired.send_if_modified(|desired| {
             let changed = *desired != Some(replicas);
@@ -97,23 +119,22 @@ impl Actuator for CommandActuator {
 }
 
 async fn run(
-    spec: CommandSpec,
+    apply: Apply,
     mut wanted: watch::Receiver<Option<u32>>,
     applied: watch::Sender<Option<u32>>,
 ) {
     loop {
         let target = *wanted.borrow_and_update();
-        match target {
-            Some(replicas) if *applied.borrow() != Some(replicas) => {
-                if carry_out(&spec, replicas).await {
-                    applied.send_replace(Some(replicas));
-                } else {
-                    // A change of mind ends the wait: the new count is tried at once.
-                    let _ = tokio::time::timeout(RETRY, wanted.changed()).await;
-                    continue;
-                }
+        if let Some(replicas) = target
+            && *applied.borrow() != Some(replicas)
+        {
+            if apply(replicas).await {
+                applied.send_replace(Some(replicas));
+            } else {
+                // A change of mind ends the wait: the new count is tried at once.
+                let _ = tokio::time::timeout(RETRY, wanted.changed()).await;
+                continue;
             }
-            _ => {}
         }
         if wanted.changed().await.is_err() {
             return;
@@ -213,7 +234,7 @@ mod tests {
         }
     }
 
-    async fn applied(actuator: &CommandActuator, replicas: u32) {
+    async fn applied(actuator: &ExternalActuator, replicas: u32) {
         let mut applied = actuator.applied.clone();
         tokio::time::timeout(
             Duration::from_secs(10),
@@ -229,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn runs_once_per_new_count() {
         let dir = tempfile::tempdir().unwrap();
-        let actuator = CommandActuator::start(spec(dir.path(), "echo \"$1 $2\" >> \"$LOG\"\n"));
+        let actuator = ExternalActuator::command(spec(dir.path(), "echo \"$1 $2\" >> \"$LOG\"\n"));
         actuator.set_desired(2);
         applied(&actuator, 2).await;
         actuator.set_desired(2);
@@ -245,7 +266,7 @@ mod tests {
     async fn a_failed_run_is_retried_with_the_latest_count() {
         let dir = tempfile::tempdir().unwrap();
         let script = "echo \"$2\" >> \"$LOG\"\n[ \"$2\" = 3 ] || { echo refused >&2; exit 1; }\n";
-        let actuator = CommandActuator::start(spec(dir.path(), script));
+        let actuator = ExternalActuator::command(spec(dir.path(), script));
         actuator.set_desired(1);
         // The run for 1 fails; 3 is asked before the retry and carried out at once.
         tokio::time::timeout(Duration::from_secs(10), async {

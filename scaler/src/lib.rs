@@ -13,7 +13,8 @@
 //!   through which the gateway hears about them ([`ReplicaEvent`]).
 //! - `process`: [`ProcessActuator`] (`kind = "process"`), replicas as child processes.
 //! - `fixed`: [`FixedActuator`] (`kind = "static"`), workers at fixed addresses.
-//! - `command`: [`CommandActuator`] (`kind = "command"`), a command sets the count.
+//! - `command`: [`ExternalActuator`] for workers another system runs: a scale command
+//!   (`kind = "command"`) or the gateway's Kubernetes client.
 //! - `logs`: the per-replica rings of worker output ([`LogLine`]).
 //! - [`exposition`]: one gauge out of a worker's Prometheus `/metrics` page.
 
@@ -29,7 +30,7 @@ mod settings;
 mod window;
 
 pub use actuator::{Actuator, Hooks, Replica, ReplicaEvent, ReplicaState, RestartOutcome};
-pub use command::{CommandActuator, CommandSpec};
+pub use command::{Apply, CommandSpec, ExternalActuator};
 pub use decision::{Decision, Direction, Reason};
 pub use fixed::FixedActuator;
 pub use logs::{LogLine, LogStream};

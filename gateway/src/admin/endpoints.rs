@@ -137,7 +137,10 @@ async fn restart(State(admin): State<Admin>, Path(id): Path<String>) -> Response
             "the endpoint's workers are static URLs: Portico does not run them",
         );
     }
-    if matches!(endpoint.config.workers.kind, WorkerKind::Command { .. }) {
+    if matches!(
+        endpoint.config.workers.kind,
+        WorkerKind::Command { .. } | WorkerKind::Kubernetes(_)
+    ) {
         return error(
             StatusCode::CONFLICT,
             "restart_unsupported",
@@ -270,6 +273,7 @@ pub(super) fn describe(admin: &Admin, endpoint: &Endpoint) -> Value {
         WorkerKind::Static { .. } => "static",
         WorkerKind::Process { .. } => "process",
         WorkerKind::Command { .. } => "command",
+        WorkerKind::Kubernetes(_) => "kubernetes",
     };
     let custom_metric = match &settings.metric {
         scaler::Metric::Custom(name) => Some(name.as_str()),

@@ -383,6 +383,24 @@ pub struct FileWorkers {
     pub dns_server: Option<String>,
     /// `command` with `dns`: seconds between two resolutions. Default 5.
     pub dns_refresh_seconds: u64,
+    /// `kubernetes` (extension): the workers' namespace. Required there.
+    pub namespace: Option<String>,
+    /// `kubernetes`: the Deployment scaled (or `statefulset`).
+    pub deployment: Option<String>,
+    /// `kubernetes`: the StatefulSet scaled (or `deployment`).
+    pub statefulset: Option<String>,
+    /// `kubernetes`: the Service whose EndpointSlices list the ready workers. Default: the
+    /// Deployment's (StatefulSet's) name.
+    pub service: Option<String>,
+    /// `kubernetes`: the workers' port. Required there.
+    pub port: Option<u16>,
+    /// `kubernetes`: the API server's URL. Default: in-cluster
+    /// (`https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`).
+    pub api_server: Option<String>,
+    /// `kubernetes`: the bearer token, read at each call. Default: the service account's.
+    pub token_file: Option<PathBuf>,
+    /// `kubernetes`: the API server's CA. Default: the service account's.
+    pub ca_file: Option<PathBuf>,
     /// Health check path. Default `/health`.
     pub health_path: String,
     /// Prometheus metrics path. Default `/metrics`.
@@ -404,6 +422,14 @@ impl Default for FileWorkers {
             dns: None,
             dns_server: None,
             dns_refresh_seconds: 5,
+            namespace: None,
+            deployment: None,
+            statefulset: None,
+            service: None,
+            port: None,
+            api_server: None,
+            token_file: None,
+            ca_file: None,
             health_path: "/health".into(),
             metrics_path: "/metrics".into(),
             startup_timeout_seconds: 600,

@@ -432,6 +432,9 @@ pub enum WorkerKind {
         /// Base URLs (`http://host:port` or `https://…`, no path).
         urls: Vec<http::Uri>,
     },
+    /// A Deployment or StatefulSet on Kubernetes: scaled through its `scale` subresource,
+    /// its ready pods found in its Service's EndpointSlices.
+    Kubernetes(KubernetesWorkers),
     /// Workers run by another system: a command sets their count, and they are found by
     /// URL list or DNS.
     Command {
@@ -442,6 +445,27 @@ pub enum WorkerKind {
         /// Where the workers are.
         discovery: Discovery,
     },
+}
+
+/// Where the scaled workload of a `kubernetes` endpoint is, and how to reach the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesWorkers {
+    /// The workers' namespace.
+    pub namespace: String,
+    /// `deployments` or `statefulsets`.
+    pub resource: &'static str,
+    /// The Deployment's or StatefulSet's name.
+    pub name: String,
+    /// The Service whose EndpointSlices list the ready workers.
+    pub service: String,
+    /// The workers' port.
+    pub port: u16,
+    /// The API server; `None`: in-cluster, from the environment.
+    pub api_server: Option<http::Uri>,
+    /// The bearer token's file (read at each call; absent file: no token).
+    pub token_file: PathBuf,
+    /// The API server's CA certificate (PEM; absent file: the system roots).
+    pub ca_file: PathBuf,
 }
 
 /// Where the workers of a `command` endpoint are found.

@@ -396,7 +396,7 @@ fn fixtures_load_or_fail_as_named() {
         "security_group[sg-app].inbound[0].source: ",
         "endpoint[is-8458].project: unknown project",
         "endpoint[is-8458].security_groups[1]: ",
-        "endpoint[is-8458].workers.kind: \"kubernetes\" is not supported yet",
+        "endpoint[is-8458].workers.kind: unknown kind \"docker\"",
         "endpoint[is-8458].scaling.max_workers: must be >= min_workers (3)",
         "endpoint[is-8458].scaling.max_wrokers: unknown field",
         "endpoint[is-8458].async.routes[0]: ",
@@ -917,6 +917,28 @@ fn rejects_bad_security_groups() {
 }
 
 /// Endpoints: ids, references to projects, listeners and security groups, limits, timeouts.
+/// A Kubernetes workload defaults its Service to its own name and its credentials to the
+/// pod's service account.
+#[test]
+fn kubernetes_workers_get_their_defaults() {
+    let config = load(&workers(
+        "kind = \"kubernetes\"\nnamespace = \"models\"\nstatefulset = \"vllm\"\nport = 8000",
+    ))
+    .unwrap();
+    let WorkerKind::Kubernetes(k) = &config.endpoints[0].workers.kind else {
+        panic!("{:?}", config.endpoints[0].workers.kind);
+    };
+    assert_eq!(
+        (k.resource, k.name.as_str(), k.service.as_str()),
+        ("statefulsets", "vllm", "vllm")
+    );
+    assert_eq!(k.api_server, None);
+    assert_eq!(
+        k.token_file,
+        PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    );
+}
+
 /// CORS origins are kept as browsers send them (lower case, no path); `*` alone allows any.
 #[test]
 fn cors_origins_are_normalized() {
@@ -1037,7 +1059,37 @@ fn rejects_bad_workers() {
             workers("urls = [\"http://127.0.0.1:1\"]"),
             &[&format!("{w}.kind")],
         ),
-        (workers("kind = \"kubernetes\""), &[&format!("{w}.kind")]),
+        (
+            workers("kind = \"kubernetes\""),
+            &[&format!("{w}.namespace"), w, &format!("{w}.port")],
+        ),
+        (
+            workers(
+                "kind = \"kubernetes\"\nnamespace = \"Models\"\ndeployment = \"a\"\nstatefulset = \"b\"\nport = 0\nurls = [\"http://a:1\"]",
+            ),
+            &[
+                &format!("{w}.namespace"),
+                w,
+                &format!("{w}.port"),
+                &format!("{w}.urls"),
+            ],
+        ),
+        (
+            workers(
+                "kind = \"kubernetes\"\nnamespace = \"models\"\nstatefulset = \"vllm\"\nservice = \"-x\"\nport = 8000\napi_server = \"ftp://x\"",
+            ),
+            &[&format!("{w}.service"), &format!("{w}.api_server")],
+        ),
+        (
+            workers(
+                "kind = \"kubernetes\"\nnamespace = \"models\"\ndeployment = \"vllm\"\nport = 8000\napi_server = \"http://127.0.0.1:8001\"",
+            ),
+            &[],
+        ),
+        (
+            workers(&format!("{process}\nnamespace = \"models\"\nport = 80")),
+            &[&format!("{w}.namespace"), &format!("{w}.port")],
+        ),
         (
             workers("kind = \"command\""),
             &[&format!("{w}.scale_command"), w],

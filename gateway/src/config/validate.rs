@@ -21,8 +21,8 @@ use super::parse::Origin;
 use super::{
     AlertChannel, AlertMetric, AlertOperator, AlertRule, AlertScope, Alerts, AsyncSettings,
     Balance, BalanceStrategy, Cluster, Config, Cors, Discovery, Endpoint, Health, InboundRule,
-    Listener, ObjectStore, Problem, Project, QueueBackend, SecurityGroup, Server, Smtp, SmtpTls,
-    Timeouts, Tls, Token, WebSocket, WorkerKind, WorkerProtocol, Workers,
+    KubernetesWorkers, Listener, ObjectStore, Problem, Project, QueueBackend, SecurityGroup,
+    Server, Smtp, SmtpTls, Timeouts, Tls, Token, WebSocket, WorkerKind, WorkerProtocol, Workers,
 };
 
 /// Ids appear in URL paths, logs and metric labels: `[A-Za-z0-9._-]+`, not only dots.
@@ -779,7 +779,7 @@ impl Check<'_> {
         let Some(w) = w else {
             self.bad(
                 path,
-                "is required: an [endpoint.workers] table with kind = \"process\", \"static\" or \"command\"",
+                "is required: an [endpoint.workers] table with kind = \"process\", \"static\", \"command\" or \"kubernetes\"",
             );
             return None;
         };
@@ -787,17 +787,11 @@ impl Check<'_> {
             "process" => self.process_workers(path, w),
             "static" => self.static_workers(path, w),
             "command" => self.command_workers(path, w),
-            "kubernetes" => {
-                self.bad(
-                    format!("{path}.kind"),
-                    "\"kubernetes\" is not supported yet; use \"process\", \"static\" or \"command\"",
-                );
-                None
-            }
+            "kubernetes" => self.kubernetes_workers(path, w),
             "" => {
                 self.bad(
                     format!("{path}.kind"),
-                    "is required: \"process\", \"static\" or \"command\"",
+                    "is required: \"process\", \"static\", \"command\" or \"kubernetes\"",
                 );
                 None
             }
@@ -805,7 +799,7 @@ impl Check<'_> {
                 self.bad(
                     format!("{path}.kind"),
                     format!(
-                        "unknown kind \"{other}\"; expected \"process\", \"static\" or \"command\""
+                        "unknown kind \"{other}\"; expected \"process\", \"static\", \"command\" or \"kubernetes\""
                     ),
                 );
                 None
@@ -839,7 +833,7 @@ impl Check<'_> {
 
     fn process_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
         let mut ok = true;
-        ok &= self.only_for_command(path, w, "process");
+        ok &= self.foreign_keys(path, w, "process");
         if w.urls.is_some() {
             self.bad(
                 format!("{path}.urls"),
@@ -889,7 +883,7 @@ impl Check<'_> {
     }
 
     fn command_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
-        let mut ok = true;
+        let mut ok = self.foreign_keys(path, w, "command");
         if w.command.is_some() {
             self.bad(
                 format!("{path}.command"),
@@ -969,6 +963,116 @@ impl Check<'_> {
         })
     }
 
+    fn kubernetes_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
+        let mut ok = self.foreign_keys(path, w, "kubernetes");
+        for (key, set) in [
+            ("command", w.command.is_some()),
+            ("env", w.env.is_some()),
+            ("urls", w.urls.is_some()),
+        ] {
+            if set {
+                self.bad(
+                    format!("{path}.{key}"),
+                    "not allowed with kind = \"kubernetes\"",
+                );
+                ok = false;
+            }
+        }
+        let namespace = self.kubernetes_name(path, "namespace", w.namespace.as_deref());
+        let target = match (&w.deployment, &w.statefulset) {
+            (Some(name), None) => Some(("deployments", name)),
+            (None, Some(name)) => Some(("statefulsets", name)),
+            _ => {
+                self.bad(
+                    path,
+                    "kind = \"kubernetes\" needs exactly one of deployment and statefulset",
+                );
+                None
+            }
+        };
+        let target = target.and_then(|(resource, name)| {
+            let key = if resource == "deployments" {
+                "deployment"
+            } else {
+                "statefulset"
+            };
+            self.kubernetes_name(path, key, Some(name))
+                .map(|name| (resource, name))
+        });
+        let service = match &w.service {
+            Some(service) => self.kubernetes_name(path, "service", Some(service)),
+            None => target.as_ref().map(|(_, name)| name.clone()),
+        };
+        let port = match w.port {
+            Some(port) if port > 0 => Some(port),
+            _ => {
+                self.bad(
+                    format!("{path}.port"),
+                    "is required with kind = \"kubernetes\": the workers' port (1-65535)",
+                );
+                None
+            }
+        };
+        let api_server = match &w.api_server {
+            None => Some(None),
+            Some(text) => self.http_url(&format!("{path}.api_server"), text).map(Some),
+        };
+        const ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+        let token_file = w
+            .token_file
+            .as_ref()
+            .map(|p| self.base_dir.join(p))
+            .unwrap_or_else(|| Path::new(ACCOUNT).join("token"));
+        let ca_file = w
+            .ca_file
+            .as_ref()
+            .map(|p| self.base_dir.join(p))
+            .unwrap_or_else(|| Path::new(ACCOUNT).join("ca.crt"));
+        let (resource, name) = target?;
+        let kubernetes = KubernetesWorkers {
+            namespace: namespace?,
+            resource,
+            name,
+            service: service?,
+            port: port?,
+            api_server: api_server?,
+            token_file,
+            ca_file,
+        };
+        ok.then_some(WorkerKind::Kubernetes(kubernetes))
+    }
+
+    /// A Kubernetes object name (RFC 1123 label: lower-case letters, digits, `-`).
+    fn kubernetes_name(&mut self, path: &str, key: &str, value: Option<&str>) -> Option<String> {
+        match value {
+            None => {
+                self.bad(
+                    format!("{path}.{key}"),
+                    "is required with kind = \"kubernetes\"",
+                );
+                None
+            }
+            Some(name)
+                if !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !name.starts_with('-')
+                    && !name.ends_with('-') =>
+            {
+                Some(name.to_string())
+            }
+            Some(name) => {
+                self.bad(
+                    format!("{path}.{key}"),
+                    format!("`{name}` is not a Kubernetes name (lower-case letters, digits and `-`, at most 63)"),
+                );
+                None
+            }
+        }
+    }
+
     fn dns_discovery(&mut self, path: &str, dns: &str, w: &FileWorkers) -> Option<Discovery> {
         let target = dns
             .rsplit_once(':')
@@ -1008,7 +1112,7 @@ impl Check<'_> {
 
     fn static_workers(&mut self, path: &str, w: &FileWorkers) -> Option<WorkerKind> {
         let mut ok = true;
-        ok &= self.only_for_command(path, w, "static");
+        ok &= self.foreign_keys(path, w, "static");
         if w.command.is_some() {
             self.bad(
                 format!("{path}.command"),
@@ -1040,20 +1144,28 @@ impl Check<'_> {
         ok.then_some(WorkerKind::Static { urls })
     }
 
-    /// Refuses the keys of `kind = "command"` on another kind.
-    fn only_for_command(&mut self, path: &str, w: &FileWorkers, kind: &str) -> bool {
+    /// Refuses the keys of `kind = "command"` and `kind = "kubernetes"` on another kind.
+    fn foreign_keys(&mut self, path: &str, w: &FileWorkers, kind: &str) -> bool {
         let mut ok = true;
-        let present = [
-            ("scale_command", w.scale_command.is_some()),
-            ("dns", w.dns.is_some()),
-            ("dns_server", w.dns_server.is_some()),
-            ("dns_refresh_seconds", w.dns_refresh_seconds != 5),
+        let keys = [
+            ("command", "scale_command", w.scale_command.is_some()),
+            ("command", "dns", w.dns.is_some()),
+            ("command", "dns_server", w.dns_server.is_some()),
+            ("command", "dns_refresh_seconds", w.dns_refresh_seconds != 5),
+            ("kubernetes", "namespace", w.namespace.is_some()),
+            ("kubernetes", "deployment", w.deployment.is_some()),
+            ("kubernetes", "statefulset", w.statefulset.is_some()),
+            ("kubernetes", "service", w.service.is_some()),
+            ("kubernetes", "port", w.port.is_some()),
+            ("kubernetes", "api_server", w.api_server.is_some()),
+            ("kubernetes", "token_file", w.token_file.is_some()),
+            ("kubernetes", "ca_file", w.ca_file.is_some()),
         ];
-        for (key, set) in present {
-            if set {
+        for (owner, key, set) in keys {
+            if set && owner != kind {
                 self.bad(
                     format!("{path}.{key}"),
-                    format!("not allowed with kind = \"{kind}\" (only with kind = \"command\")"),
+                    format!("not allowed with kind = \"{kind}\" (only with kind = \"{owner}\")"),
                 );
                 ok = false;
             }

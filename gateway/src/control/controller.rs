@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scaler::{
-    Actuator, CommandActuator, CommandSpec, Decision, Direction, FixedActuator, Metric, Mode,
+    Actuator, CommandSpec, Decision, Direction, ExternalActuator, FixedActuator, Metric, Mode,
     Policy, ProcessActuator, ProcessSpec, ReplicaState, Sample,
 };
 use tokio::sync::watch;
@@ -106,9 +106,10 @@ fn actuator(
             let hooks = EndpointHooks::new(endpoint, probers.clone());
             ProcessActuator::start(spec, Arc::new(hooks))
         }
+        WorkerKind::Kubernetes(settings) => crate::kubernetes::actuator(&config.id, settings),
         WorkerKind::Command {
             scale_command, env, ..
-        } => CommandActuator::start(CommandSpec {
+        } => ExternalActuator::command(CommandSpec {
             endpoint: config.id.clone(),
             command: scale_command.clone(),
             env: env.clone(),
@@ -321,5 +322,6 @@ fn worker_kind(config: &config::Endpoint) -> &'static str {
         WorkerKind::Static { .. } => "static",
         WorkerKind::Process { .. } => "process",
         WorkerKind::Command { .. } => "command",
+        WorkerKind::Kubernetes(_) => "kubernetes",
     }
 }

@@ -135,7 +135,9 @@ impl Control {
             retired: watch::Sender::new(false),
             managed: matches!(
                 config.workers.kind,
-                config::WorkerKind::Process { .. } | config::WorkerKind::Command { .. }
+                config::WorkerKind::Process { .. }
+                    | config::WorkerKind::Command { .. }
+                    | config::WorkerKind::Kubernetes(_)
             ),
             status: Mutex::new(Status {
                 mode: Mode::Auto,

@@ -1,6 +1,7 @@
 //! Workers that another system runs (`kind = "command"`), found by the gateway: a fixed
 //! list of URLs (built with the endpoint; the health probes tell which are up), or the
-//! addresses a DNS name lists, followed here.
+//! addresses a DNS name lists, followed here. [`reconcile`] also serves the Kubernetes
+//! EndpointSlice watch.
 //!
 //! Layout:
 //! - `dns`: the small DNS client (A and AAAA over UDP).
@@ -90,7 +91,11 @@ async fn follow(endpoint: Weak<Endpoint>, mut stop: watch::Receiver<bool>) {
 
 /// Makes the endpoint's workers exactly `found` (`ip:port` each): new ones are added (and
 /// probed), gone ones removed; requests in flight on them finish.
-fn reconcile(endpoint: &Endpoint, found: &BTreeSet<String>, stop: &watch::Receiver<bool>) {
+pub(crate) fn reconcile(
+    endpoint: &Endpoint,
+    found: &BTreeSet<String>,
+    stop: &watch::Receiver<bool>,
+) {
     let workers = endpoint.workers();
     let known: BTreeSet<&str> = workers.iter().map(|w| w.label()).collect();
     let gone: Vec<Arc<Worker>> = workers
