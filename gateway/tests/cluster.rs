@@ -176,6 +176,18 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
         }
     }
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    let scaled_up = |gw: &TestGateway| {
+        admin_get(gw, "/admin/endpoints/chat/events?limit=1000")["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "scaled_up")
+            .count()
+    };
+    assert!(
+        scaled_up(&replicas[lead]) >= 1,
+        "the leader records its scale-up"
+    );
     for (i, gw) in replicas.iter().enumerate() {
         if i != lead {
             assert!(
@@ -185,6 +197,7 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
                     .is_empty(),
                 "a follower runs no worker process of its own"
             );
+            assert_eq!(scaled_up(gw), 0, "a follower's decisions are not events");
         }
     }
 

@@ -63,13 +63,18 @@ impl Driver {
     /// the leader.
     fn set_desired(&self, endpoint: &Endpoint, desired: u32) {
         match &self.cluster {
-            Some(cluster) if !cluster.leads() => {
+            Some(_) if !self.actuates() => {
                 if matches!(endpoint.config.workers.kind, WorkerKind::Process { .. }) {
                     self.actuator.set_desired(0);
                 }
             }
             _ => self.actuator.set_desired(desired),
         }
+    }
+
+    /// Whether this replica's decisions are carried out (always, outside a cluster).
+    fn actuates(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|cluster| cluster.leads())
     }
 
     /// A request found no ready worker: on a follower, the leader hears of it at once.
@@ -287,7 +292,10 @@ fn act(
             control.events.record(kind, message, Detail::default());
         }
     }
-    if let Some(direction) = decision.direction() {
+    // A follower decides too (to take over at once), but the scaling is the leader's: its
+    // decisions are not events here.
+    let direction = decision.direction().filter(|_| driver.actuates());
+    if let Some(direction) = direction {
         if decision.previous == 0 && direction == Direction::Up {
             control.mark_woken();
             control.events.record(
