@@ -36,6 +36,8 @@
 //! - `metrics`, `accesslog`: Prometheus metrics and the JSON access log (written by
 //!   `jsonline`).
 //! - `admin`: the admin listener and API.
+//! - `admin_state`: operators' settings and the event timeline, in the embedded store or
+//!   Redis ([`admin_state::AdminState`]).
 //! - `error`: [`error::ProxyError`] and its one mapping to a JSON response.
 //! - `runtime`: executors for the current-thread runtimes.
 //! - `signal`, `logging`, `token`: signals, tracing set-up, token hashing.
@@ -43,6 +45,7 @@
 pub mod access;
 pub mod accesslog;
 pub mod admin;
+pub mod admin_state;
 pub mod alerts;
 pub mod body;
 pub mod cli;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin_state::AdminState;
 use crate::cluster::Cluster;
 use crate::endpoint::Endpoint;
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct Lifecycle {
     controllers: Mutex<Vec<JoinHandle<()>>>,
     /// The deployment this replica belongs to (`[cluster]`), whose leader alone actuates.
     cluster: Option<Arc<Cluster>>,
+    /// Operators' saved settings, applied to each endpoint it starts.
+    state: Arc<dyn AdminState>,
 }
 
 impl Lifecycle {
@@ -40,6 +43,7 @@ impl Lifecycle {
         probers: watch::Receiver<bool>,
         controllers_stop: watch::Receiver<bool>,
         cluster: Option<Arc<Cluster>>,
+        state: Arc<dyn AdminState>,
     ) -> Lifecycle {
         Lifecycle {
             store,
@@ -48,6 +52,7 @@ impl Lifecycle {
             controllers_stop,
             controllers: Mutex::new(Vec::new()),
             cluster,
+            state,
         }
     }
 
@@ -68,6 +73,16 @@ impl Lifecycle {
             self.cluster.clone(),
         );
         self.lock().push(controller);
+        if let Some(cluster) = &self.cluster {
+            endpoint
+                .control
+                .events
+                .set_sink(cluster.event_sink(endpoint.id()));
+        }
+        // The mode and scaling operators saved (before a restart, or on another replica).
+        let state = Arc::clone(&self.state);
+        let endpoint = Arc::clone(endpoint);
+        tokio::spawn(async move { crate::admin_state::apply(&*state, &endpoint).await });
     }
 
     /// Retires `endpoint` (no longer routed): its requests finish, its workers stop.

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::access::ServerAccess;
 use crate::admin::Admin;
+use crate::admin_state::AdminState;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dataplane::{self, DataListener};
@@ -127,12 +128,19 @@ pub async fn run(
         ),
         None => None,
     };
+    let store = Store::open(&config.server.state_dir)?;
+    // Operators' settings and the event timeline: in Redis for a cluster, else on disk.
+    let state: Arc<dyn AdminState> = match &cluster {
+        Some(cluster) => Arc::clone(cluster) as Arc<dyn AdminState>,
+        None => crate::admin_state::embedded(&store),
+    };
     let lifecycle = Arc::new(Lifecycle::new(
-        Store::open(&config.server.state_dir)?,
+        store,
         config.server.grace_period,
         stop_rx.clone(),
         control_stop_rx,
         cluster.clone(),
+        Arc::clone(&state),
     ));
     for endpoint in shared.routes.load().endpoints() {
         lifecycle.start(endpoint);
@@ -178,6 +186,7 @@ pub async fn run(
             Arc::clone(&alerts),
             data_bases,
             cluster,
+            state,
         ),
         stop_rx,
     ));

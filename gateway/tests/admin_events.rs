@@ -70,8 +70,9 @@ fn assert_increasing(events: &[(u64, String)]) {
 }
 
 /// Events of a scaled endpoint survive a graceful restart on the same state directory:
-/// the earlier ones are listed first, then the new run's `created`, numbered after them;
-/// `since` and `limit` select from the whole history.
+/// the earlier ones are listed first, then the new run's `created`, numbered after them,
+/// and the pin, which was saved too, applies again; `since` and `limit` select from the
+/// whole history.
 #[test]
 fn events_survive_a_restart() {
     let state = tempfile::tempdir().unwrap();
@@ -103,13 +104,20 @@ fn events_survive_a_restart() {
         Some(0)
     );
 
+    // The new run is created, then applies the saved pin (and scales up for it).
     let second = TestGateway::start(&config(state.path()));
     let after = eventually(
-        "the new run's created event",
-        Duration::from_secs(10),
+        "the new run's created event, then the saved pin at work",
+        Duration::from_secs(30),
         || {
             let listed = events(&second, "?limit=1000");
-            (listed.iter().filter(|(_, kind)| kind == "created").count() == 2).then_some(listed)
+            let created = listed.iter().rposition(|(_, kind)| kind == "created")?;
+            (listed.iter().filter(|(_, kind)| kind == "created").count() == 2
+                && listed[created..].iter().any(|(_, kind)| kind == "pinned")
+                && listed[created..]
+                    .iter()
+                    .any(|(_, kind)| kind == "replica_ready"))
+            .then_some(listed)
         },
     );
     assert_eq!(

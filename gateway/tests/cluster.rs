@@ -134,8 +134,10 @@ fn desired(gw: &TestGateway) -> u64 {
 
 /// Six requests in flight through one Portico raise the count to three (target 2); the
 /// same six spread two per replica over a cluster do too, although each replica alone sees
-/// only two (one worker's worth). An order given to a follower then holds on every
-/// replica, and the leader runs the pinned count, which the followers route to.
+/// only two (one worker's worth). Every replica shows one event timeline, whose scale-ups
+/// are the leader's. An order given to a follower then holds on every replica, and the
+/// leader runs the pinned count, which the followers route to; a scaling change given to a
+/// follower is in force on all.
 #[test]
 fn demand_is_summed_and_orders_hold_on_every_replica() {
     // Short windows: the average reaches the load within the requests' life.
@@ -176,17 +178,23 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
         }
     }
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
-    let scaled_up = |gw: &TestGateway| {
+    // One timeline, seen from every replica; the scale-ups in it are the leader's only.
+    let timeline = |gw: &TestGateway| {
         admin_get(gw, "/admin/endpoints/chat/events?limit=1000")["events"]
             .as_array()
             .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "scaled_up")
-            .count()
+            .clone()
     };
+    let leader_id = admin_get(&replicas[lead], "/admin/cluster")["replica_id"].clone();
+    let seen = timeline(&replicas[lead]);
+    let scaled_up: Vec<&Value> = seen.iter().filter(|e| e["type"] == "scaled_up").collect();
     assert!(
-        scaled_up(&replicas[lead]) >= 1,
-        "the leader records its scale-up"
+        !scaled_up.is_empty(),
+        "the leader records its scale-up: {seen:?}"
+    );
+    assert!(
+        scaled_up.iter().all(|e| e["replica_id"] == leader_id),
+        "a follower's decisions are not events: {scaled_up:?}"
     );
     for (i, gw) in replicas.iter().enumerate() {
         if i != lead {
@@ -197,7 +205,12 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
                     .is_empty(),
                 "a follower runs no worker process of its own"
             );
-            assert_eq!(scaled_up(gw), 0, "a follower's decisions are not events");
+            let theirs = timeline(gw);
+            assert_eq!(
+                theirs.iter().filter(|e| e["type"] == "scaled_up").count(),
+                scaled_up.len(),
+                "every replica shows the same timeline"
+            );
         }
     }
 
@@ -232,6 +245,23 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
     for gw in &replicas {
         eventually("autoscaling again on every replica", READY, || {
             (chat(gw)["mode"] == "auto").then_some(())
+        });
+    }
+
+    // A scaling change given to one replica is in force on all.
+    let body = r#"{"max_workers": 3}"#;
+    let (status, _, answer) = http(
+        replicas[follower].addr("admin"),
+        &format!(
+            "PATCH /admin/endpoints/chat/scaling HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    for gw in &replicas {
+        eventually("the scaling change on every replica", READY, || {
+            (chat(gw)["scaling"]["max_workers"] == 3).then_some(())
         });
     }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Admin;
+use crate::admin_state::SharedMode;
 use crate::config::WorkerKind;
 use crate::control::Order;
 use crate::endpoint::Endpoint;
@@ -192,10 +193,15 @@ async fn events(
             "since and limit must be whole numbers",
         );
     };
-    let events = endpoint
-        .control
-        .events
-        .list(query.since.unwrap_or(0), query.limit.unwrap_or(100));
+    let (since, limit) = (query.since.unwrap_or(0), query.limit.unwrap_or(100));
+    // The shared timeline in a cluster; this replica's own when it cannot be read.
+    let events = match admin.state.events(&endpoint, since, limit).await {
+        Ok(events) => events,
+        Err(err) => {
+            tracing::debug!(endpoint = endpoint.id(), error = %err, "events: showing this replica's");
+            endpoint.control.events.list(since, limit)
+        }
+    };
     axum::Json(json!({ "endpoint": endpoint.id(), "events": events })).into_response()
 }
 
@@ -203,8 +209,10 @@ async fn events(
 async fn order(admin: &Admin, endpoint: &Endpoint, order: Order) -> Response {
     match endpoint.control.order(order).await {
         Ok(_) => {
-            if let Some(cluster) = &admin.cluster {
-                cluster.share_order(endpoint.id(), order).await;
+            if let Some(mode) = SharedMode::after(order)
+                && let Err(err) = admin.state.save_mode(endpoint.id(), mode).await
+            {
+                tracing::warn!(endpoint = endpoint.id(), error = %err, "the order applies here but was not saved");
             }
             axum::Json(describe(admin, endpoint)).into_response()
         }

@@ -18,6 +18,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+use crate::admin_state::AdminState;
 use crate::cluster::Cluster;
 use crate::error::{AuthFailure, ProxyError, error_answer};
 use crate::metrics::refresh_gauges;
@@ -50,6 +51,8 @@ pub struct Admin {
     pub data_bases: Arc<[String]>,
     /// The deployment this replica belongs to (`[cluster]`).
     pub cluster: Option<Arc<Cluster>>,
+    /// Where operators' settings and the event timeline are kept.
+    pub state: Arc<dyn AdminState>,
     series: Arc<series::Series>,
 }
 
@@ -62,6 +65,7 @@ impl Admin {
         alerts: Arc<crate::alerts::AlertBoard>,
         data_bases: Vec<String>,
         cluster: Option<Arc<Cluster>>,
+        state: Arc<dyn AdminState>,
     ) -> Admin {
         Admin {
             shared,
@@ -70,6 +74,7 @@ impl Admin {
             alerts,
             data_bases: data_bases.into(),
             cluster,
+            state,
             series: Arc::default(),
         }
     }

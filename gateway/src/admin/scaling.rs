@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::Admin;
 use super::endpoints::{describe, error, find};
+use crate::admin_state::SavedScaling;
 use crate::config::file::FileScaling;
 use crate::config::{self, WorkerKind};
 
@@ -57,7 +58,16 @@ pub(super) async fn update(
                     .update_settings(settings, "the admin API")
                     .await
                 {
-                    Ok(_) => axum::Json(describe(&admin, &endpoint)).into_response(),
+                    Ok(_) => {
+                        let saved = SavedScaling {
+                            settings: file,
+                            over: FileScaling::from(&endpoint.config.scaling),
+                        };
+                        if let Err(err) = admin.state.save_scaling(endpoint.id(), saved).await {
+                            tracing::warn!(endpoint = endpoint.id(), error = %err, "the scaling change applies here but was not saved");
+                        }
+                        axum::Json(describe(&admin, &endpoint)).into_response()
+                    }
                     Err(gone) => error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "shutting_down",

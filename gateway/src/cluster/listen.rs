@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Cluster, SharedMode, sync};
+use super::{Cluster, sync};
+use crate::admin_state;
 use crate::endpoint::Endpoint;
 use crate::pipeline::Shared;
 
@@ -37,7 +38,7 @@ async fn listen(cluster: &Cluster, shared: &Shared) -> redis::RedisResult<()> {
         .subscribe(&[wake.as_str(), orders.as_str(), workers.as_str()])
         .await?;
     for endpoint in shared.routes.load().endpoints() {
-        apply_mode(cluster, endpoint).await;
+        admin_state::apply(cluster, endpoint).await;
     }
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
@@ -56,7 +57,7 @@ async fn listen(cluster: &Cluster, shared: &Shared) -> redis::RedisResult<()> {
             }
         } else if channel == orders {
             if from != cluster.replica_id() {
-                apply_mode(cluster, &endpoint).await;
+                admin_state::apply(cluster, &endpoint).await;
             }
         } else if channel == workers
             && !cluster.leader.load(std::sync::atomic::Ordering::Relaxed)
@@ -66,44 +67,6 @@ async fn listen(cluster: &Cluster, shared: &Shared) -> redis::RedisResult<()> {
         }
     }
     Ok(())
-}
-
-/// Brings `endpoint` to the mode the deployment last agreed on, if it differs.
-async fn apply_mode(cluster: &Cluster, endpoint: &Endpoint) {
-    let Some(mut conn) = cluster.connection() else {
-        return;
-    };
-    let text: redis::RedisResult<Option<String>> = redis::cmd("GET")
-        .arg(cluster.keys.mode(endpoint.id()))
-        .query_async(&mut conn)
-        .await;
-    let Some(mode) = text
-        .ok()
-        .flatten()
-        .and_then(|text| serde_json::from_str::<SharedMode>(&text).ok())
-    else {
-        return;
-    };
-    let current = match endpoint.control.status().mode {
-        scaler::Mode::Auto => SharedMode::Auto,
-        scaler::Mode::Pinned(workers) => SharedMode::Manual { workers },
-        scaler::Mode::Stopped => SharedMode::Stopped,
-    };
-    if current == mode {
-        return;
-    }
-    // From a stopped endpoint, "auto" is a start.
-    let order = match (current, mode) {
-        (SharedMode::Stopped, SharedMode::Auto) => crate::control::Order::Start,
-        _ => mode.order(),
-    };
-    if endpoint.control.order(order).await.is_ok() {
-        tracing::info!(
-            endpoint = endpoint.id(),
-            ?mode,
-            "cluster: applied an order given to another replica"
-        );
-    }
 }
 
 fn find(shared: &Shared, id: &str) -> Option<Arc<Endpoint>> {

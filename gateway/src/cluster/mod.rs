@@ -12,6 +12,8 @@
 //! | `{p}:leader:epoch` | the fencing token, incremented by each new leader | a new leader |
 //! | `{p}:workers:{endpoint}` | JSON list of the ready process workers' addresses, TTL 3 ticks | the leader |
 //! | `{p}:mode:{endpoint}` | JSON `{"mode": "auto" \| "manual" \| "stopped", "workers"?}` | the replica given the order |
+//! | `{p}:scaling:{endpoint}` | JSON: scaling settings changed through the admin API, and the file's they were changed from | the replica given the change |
+//! | `{p}:events:{endpoint}` | the shared event timeline: the last 1,000 events as JSON, numbered by `…:seq` | every replica, as it records events |
 //!
 //! Channels: `{p}:wake` (`<endpoint> <replica>`: a follower holds requests for an endpoint
 //! at zero), `{p}:orders` (`<endpoint> <replica>`: the endpoint's mode changed),
@@ -25,8 +27,11 @@
 //! - `sync`: the tick: publish this replica's demand, read the others', hold or seek the
 //!   lease, publish or adopt process workers.
 //! - `listen`: the pub/sub subscriber: wakes, orders, worker changes.
+//! - `state`: [`AdminState`](crate::admin_state::AdminState) in Redis: mode, scaling
+//!   settings, the shared event timeline.
 
 mod listen;
+mod state;
 mod sync;
 
 use std::collections::HashMap;
@@ -40,7 +45,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config;
-use crate::control::Order;
 use crate::endpoint::Endpoint;
 use crate::pipeline::Shared;
 use crate::worker::Worker;
@@ -67,42 +71,6 @@ impl Add for Demand {
             inflight: self.inflight + other.inflight,
             pending: self.pending + other.pending,
             arrivals: self.arrivals + other.arrivals,
-        }
-    }
-}
-
-/// An endpoint's mode as shared between replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum SharedMode {
-    /// Autoscaled.
-    Auto,
-    /// Pinned to a count.
-    Manual {
-        /// The pinned count.
-        workers: u32,
-    },
-    /// Stopped.
-    Stopped,
-}
-
-impl SharedMode {
-    /// The mode an order leaves the endpoint in; `None` for orders that are not shared.
-    pub fn after(order: Order) -> Option<SharedMode> {
-        match order {
-            Order::Scale(workers) => Some(SharedMode::Manual { workers }),
-            Order::Autoscale | Order::Start => Some(SharedMode::Auto),
-            Order::Stop => Some(SharedMode::Stopped),
-            Order::Reconfigure => None,
-        }
-    }
-
-    /// The order that brings an endpoint to this mode.
-    fn order(self) -> Order {
-        match self {
-            SharedMode::Auto => Order::Autoscale,
-            SharedMode::Manual { workers } => Order::Scale(workers),
-            SharedMode::Stopped => Order::Stop,
         }
     }
 }
@@ -178,6 +146,15 @@ impl Keys {
     fn mode(&self, endpoint: &str) -> String {
         format!("{}:mode:{endpoint}", self.prefix)
     }
+    fn scaling(&self, endpoint: &str) -> String {
+        format!("{}:scaling:{endpoint}", self.prefix)
+    }
+    fn events(&self, endpoint: &str) -> String {
+        format!("{}:events:{endpoint}", self.prefix)
+    }
+    fn events_seq(&self, endpoint: &str) -> String {
+        format!("{}:events:{endpoint}:seq", self.prefix)
+    }
     fn wake_channel(&self) -> String {
         format!("{}:wake", self.prefix)
     }
@@ -252,38 +229,6 @@ impl Cluster {
                 tracing::debug!(endpoint, error = %err, "cluster: could not publish a wake");
             }
         });
-    }
-
-    /// Shares an operator's order on `endpoint`, given to this replica and applied here
-    /// already, with the other replicas. Returns whether Redis took it.
-    pub async fn share_order(&self, endpoint: &str, order: Order) -> bool {
-        let Some(mode) = SharedMode::after(order) else {
-            return true;
-        };
-        let Some(mut conn) = self.connection() else {
-            return false;
-        };
-        let Ok(text) = serde_json::to_string(&mode) else {
-            return false;
-        };
-        let shared: redis::RedisResult<()> = redis::pipe()
-            .cmd("SET")
-            .arg(self.keys.mode(endpoint))
-            .arg(text)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(self.keys.orders_channel())
-            .arg(format!("{endpoint} {}", self.replica_id()))
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        match shared {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::warn!(endpoint, error = %err, "cluster: the order was applied on this replica only");
-                false
-            }
-        }
     }
 
     /// The deployment as this replica sees it, for `GET /admin/cluster`.

@@ -439,7 +439,8 @@ impl Default for FileWorkers {
 }
 
 /// `[endpoint.scaling]`; defaults are those of [`scaler::ScalingSettings::default`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Also the saved form of settings changed through the admin API.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 pub struct FileScaling {
     /// Workers kept even when idle. Default 0.

@@ -4,7 +4,7 @@
 //! [`Journal`](super::journal::Journal) so they and their numbering survive a restart.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -79,13 +79,19 @@ pub struct Event {
     /// The desired worker count after a scaling decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<u32>,
+    /// In a cluster, the Portico replica that recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
 }
 
+/// Where each recorded event is also sent (the cluster's shared timeline).
+pub type Sink = Box<dyn Fn(&Event) + Send + Sync>;
+
 /// One endpoint's recent events.
-#[derive(Debug)]
 pub struct Events {
     endpoint: String,
     ring: Mutex<Ring>,
+    sink: OnceLock<Sink>,
 }
 
 #[derive(Debug, Default)]
@@ -106,12 +112,21 @@ impl Ring {
     }
 }
 
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Events {
     /// An empty ring for `endpoint`, in memory only until [`Events::attach`].
     pub fn new(endpoint: &str) -> Events {
         Events {
             endpoint: endpoint.to_string(),
             ring: Mutex::new(Ring::default()),
+            sink: OnceLock::new(),
         }
     }
 
@@ -176,12 +191,22 @@ impl Events {
             replica: detail.replica,
             reason: detail.reason,
             workers: detail.workers,
+            replica_id: None,
         };
+        if let Some(sink) = self.sink.get() {
+            sink(&event);
+        }
         // Queued under the ring's lock, so the writer sees events in sequence order.
         if let Some((journal, generation)) = &ring.journal {
             journal.append(&self.endpoint, *generation, &event);
         }
         ring.push(event);
+    }
+
+    /// Sends every event recorded from now on to `sink` too (set once; later calls are
+    /// ignored).
+    pub fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
     }
 
     /// The most recent `limit` events after sequence number `after`, oldest first.

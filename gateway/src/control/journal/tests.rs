@@ -121,6 +121,7 @@ fn retention_by_age() {
                     replica: Some(0),
                     reason: None,
                     workers: None,
+                    replica_id: None,
                 };
                 let json = serde_json::to_string(&event).unwrap();
                 table.insert(("e", seq), (at, json.as_str())).unwrap();
