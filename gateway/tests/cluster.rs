@@ -1,8 +1,8 @@
 //! Three `portico` replicas sharing one `redis-server` (`[cluster]`), all real processes on
 //! loopback, with process workers (fakeworker) that only the leader runs: demand spread
 //! over the replicas is summed like the same demand through one, an order given to one
-//! replica holds on all, a follower's wake reaches the leader, and a leader killed with
-//! SIGKILL is replaced within two leases.
+//! replica holds on all, a follower's wake reaches the leader, a leader killed with
+//! SIGKILL is replaced within two leases, and without Redis each replica decides alone.
 
 mod support;
 
@@ -345,4 +345,60 @@ fn a_killed_leader_is_replaced_within_two_leases() {
         2,
         "the dead replica is no longer counted"
     );
+}
+
+/// Redis goes away: every replica decides and actuates alone and says so (metric, log,
+/// `/admin/cluster`), and keeps serving; when Redis is back, one leader again.
+#[test]
+fn without_redis_each_replica_decides_alone_and_says_so() {
+    let mut redis = RedisServer::start();
+    let replicas = start_cluster(&redis, "min_workers = 1");
+    let all: Vec<&TestGateway> = replicas.iter().collect();
+    let _ = leader(&all);
+    wait_ready(&all, 1);
+
+    redis.kill();
+    for gw in &replicas {
+        eventually("alone", READY, || {
+            let view = admin_get(gw, "/admin/cluster");
+            (view["redis_up"] == false && view["actuating"] == true).then_some(())
+        });
+        let (_, _, text) = get(gw.addr("admin"), "/metrics");
+        assert_eq!(metric(&text, "portico_cluster_redis_up", &[]), Some(0.0));
+        assert!(
+            gw.stdout()
+                .iter()
+                .chain(gw.stderr().iter())
+                .any(|l| l.contains("Redis does not answer")),
+            "the log says so"
+        );
+    }
+    // Each runs a worker of its own and serves through it.
+    wait_ready(&all, 1);
+    for gw in &replicas {
+        let (status, _, _) = get(gw.addr("public"), &format!("{CHAT}/health"));
+        assert_eq!(status, 200, "served without Redis");
+    }
+
+    redis.restart();
+    let lead = leader(&all);
+    for (i, gw) in replicas.iter().enumerate() {
+        eventually("back in the cluster", READY, || {
+            let view = admin_get(gw, "/admin/cluster");
+            (view["redis_up"] == true && view["actuating"] == (i == lead)).then_some(())
+        });
+    }
+    // The followers hand their own workers back and route to the leader's.
+    for (i, gw) in replicas.iter().enumerate() {
+        if i != lead {
+            eventually("a follower without workers of its own", READY, || {
+                chat(gw)["workers"]["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+                    .then_some(())
+            });
+        }
+    }
+    wait_ready(&all, 1);
 }

@@ -1201,12 +1201,29 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` (or `$REDIS_SERVER`) on a free loopback port, no persistence.
     pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        RedisServer::start_on(port)
+    }
+
+    /// Kills the server (as a crash would), for tests of Redis going away.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh server on the port of this one (after [`RedisServer::kill`]): empty.
+    pub fn restart(&mut self) {
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        *self = RedisServer::start_on(port);
+    }
+
+    /// Starts `redis-server` on `port`.
+    fn start_on(port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
