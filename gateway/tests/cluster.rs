@@ -137,7 +137,7 @@ fn desired(gw: &TestGateway) -> u64 {
 /// only two (one worker's worth). Every replica shows one event timeline, whose scale-ups
 /// are the leader's. An order given to a follower then holds on every replica, and the
 /// leader runs the pinned count, which the followers route to; a scaling change given to a
-/// follower is in force on all.
+/// follower is in force on all, and a replica that joins later finds both.
 #[test]
 fn demand_is_summed_and_orders_hold_on_every_replica() {
     // Short windows: the average reaches the load within the requests' life.
@@ -264,6 +264,21 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
             (chat(gw)["scaling"]["max_workers"] == 3).then_some(())
         });
     }
+
+    // A replica that joins later finds the saved pin and scaling change.
+    admin_post(
+        &replicas[lead],
+        "/admin/endpoints/chat/scale",
+        r#"{"workers": 2}"#,
+    );
+    let late = TestGateway::start(&config(Some((&redis, "r4")), scaling));
+    eventually("the saved state on a new replica", READY, || {
+        let state = chat(&late);
+        (state["mode"] == "manual"
+            && state["workers"]["desired"] == 2
+            && state["scaling"]["max_workers"] == 3)
+            .then_some(())
+    });
 }
 
 /// At zero workers, a request held by a follower wakes the leader through Redis: the

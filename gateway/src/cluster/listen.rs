@@ -33,6 +33,8 @@ async fn listen(cluster: &Cluster, shared: &Shared) -> redis::RedisResult<()> {
         keys.orders_channel(),
         keys.workers_channel(),
     );
+    // Catching up below reads the saved state through the shared connection.
+    cluster.connected_or_connect().await?;
     let mut pubsub = cluster.client.get_async_pubsub().await?;
     pubsub
         .subscribe(&[wake.as_str(), orders.as_str(), workers.as_str()])

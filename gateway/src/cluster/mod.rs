@@ -231,6 +231,11 @@ impl Cluster {
         });
     }
 
+    /// Whether a Redis connection was made (it may have failed since).
+    pub fn connected(&self) -> bool {
+        self.connection().is_some()
+    }
+
     /// The deployment as this replica sees it, for `GET /admin/cluster`.
     pub fn describe(&self) -> serde_json::Value {
         let state = self.lock();
@@ -264,6 +269,17 @@ impl Cluster {
     /// How long published demand and worker lists live without renewal: three ticks.
     fn ttl(&self) -> Duration {
         self.tick() * 3
+    }
+
+    /// The connection, made now if there is none yet (it reconnects by itself after).
+    async fn connected_or_connect(&self) -> redis::RedisResult<ConnectionManager> {
+        if let Some(conn) = self.connection() {
+            return Ok(conn);
+        }
+        let conn = self.connect().await?;
+        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another task may have connected meanwhile: keep one connection.
+        Ok(slot.get_or_insert(conn).clone())
     }
 
     async fn connect(&self) -> redis::RedisResult<ConnectionManager> {

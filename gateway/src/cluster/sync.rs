@@ -47,18 +47,12 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, mut stop: watch::Re
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        let conn = match cluster.connection() {
-            Some(conn) => conn,
-            None => match cluster.connect().await {
-                Ok(conn) => {
-                    *cluster.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                    conn
-                }
-                Err(err) => {
-                    went_down(&cluster, &shared, &err);
-                    continue;
-                }
-            },
+        let conn = match cluster.connected_or_connect().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                went_down(&cluster, &shared, &err);
+                continue;
+            }
         };
         match round(&cluster, &shared, conn).await {
             Ok(()) => came_up(&cluster),
