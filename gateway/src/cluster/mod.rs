@@ -16,7 +16,7 @@
 //! | `{p}:events:{endpoint}` | the shared event timeline: the last 1,000 events as JSON, numbered by `…:seq` | every replica, as it records events |
 //!
 //! Channels: `{p}:wake` (`<endpoint> <replica>`: a follower holds requests for an endpoint
-//! at zero), `{p}:orders` (`<endpoint> <replica>`: the endpoint's mode changed),
+//! at zero), `{p}:orders` (`<endpoint> <replica>`: its mode or scaling settings changed),
 //! `{p}:workers` (an endpoint id whose worker list changed).
 //!
 //! Failure: when Redis cannot be reached every replica decides and actuates alone, as a
