@@ -80,10 +80,6 @@ impl Lifecycle {
                 .set_sink(cluster.event_sink(endpoint.id()));
         }
         // The mode and scaling operators saved (before a restart, or on another replica).
-        // A cluster replica not connected yet catches up once it subscribes.
-        if self.cluster.as_ref().is_some_and(|c| !c.connected()) {
-            return;
-        }
         let state = Arc::clone(&self.state);
         let endpoint = Arc::clone(endpoint);
         tokio::spawn(async move { crate::admin_state::apply(&*state, &endpoint).await });

@@ -9,37 +9,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Http1, TestGateway, TestWorker, eventually, http};
+use support::{Http1, TestGateway, TestWorker, endpoint_config, eventually, http};
 
 const ADMIN_TOKEN: &str = "console-test-admin-token";
 
 fn config(worker: &TestWorker) -> String {
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 1
-admin_token_sha256 = "{admin}"
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "e1"
-project = "p1"
-public = true
-cors_origins = ["http://console.test:9090"]
-
-[endpoint.workers]
-kind = "static"
-urls = ["{url}"]
-"#,
-        admin = gateway::token::sha256_hex(ADMIN_TOKEN),
-        url = worker.url(),
+    endpoint_config(
+        "e1",
+        &format!(
+            "admin_token_sha256 = \"{}\"",
+            gateway::token::sha256_hex(ADMIN_TOKEN)
+        ),
+        r#"cors_origins = ["http://console.test:9090"]"#,
+        &format!("kind = \"static\"\nurls = [\"{}\"]", worker.url()),
+        "",
     )
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{TestGateway, eventually, fakeworker_bin, get, http};
+use support::{TestGateway, admin, endpoint_config, eventually, fakeworker_bin, get};
 
 fn config(state: &Path, max_workers: u32) -> String {
     let command = serde_json::to_string(&[
@@ -17,53 +17,23 @@ fn config(state: &Path, max_workers: u32) -> String {
         "{port}".into(),
     ])
     .unwrap();
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 1
-state_dir = {state:?}
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "e1"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "process"
-command = {command}
-
-[endpoint.scaling]
-min_workers = 0
-max_workers = {max_workers}
-"#,
-        state = state.display().to_string(),
+    endpoint_config(
+        "e1",
+        &format!("state_dir = {:?}", state.display().to_string()),
+        "",
+        &format!("kind = \"process\"\ncommand = {command}"),
+        &format!("[endpoint.scaling]\nmin_workers = 0\nmax_workers = {max_workers}"),
     )
 }
 
 fn send(gw: &TestGateway, method: &str, path: &str, body: &str) -> Value {
-    let (status, _, answer) = http(
-        gw.addr("admin"),
-        &format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let (status, answer) = admin(gw, method, path, body);
     assert_eq!(status, 200, "{method} {path}: {answer}");
-    serde_json::from_str(&answer).unwrap()
+    answer
 }
 
 fn endpoint(gw: &TestGateway) -> Value {
-    let (status, _, body) = get(gw.addr("admin"), "/admin/endpoints/e1");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    send(gw, "GET", "/admin/endpoints/e1", "")
 }
 
 /// A stop and a scaling change survive a restart; a changed file wins over the saved

@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{RedisServer, TestGateway, eventually, fakeworker_bin, get, http, metric};
+use support::{
+    RedisServer, TestGateway, admin, endpoint_config, eventually, fakeworker_bin, get, metric,
+};
 
 const CHAT: &str = "/project/p1/endpoint/chat";
 /// The lease of these tests: a dead leader is replaced within two of them.
@@ -34,40 +36,15 @@ fn config(redis: Option<(&RedisServer, &str)>, scaling: &str) -> String {
         ),
         None => String::new(),
     };
-    format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 2
-metrics_public = true
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "chat"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "process"
-command = {command}
-startup_timeout_seconds = 30
-
-[endpoint.health]
-interval_ms = 500
-timeout_ms = 500
-
-[endpoint.scaling]
-max_workers = 4
-{scaling}
-
-{cluster}
-"#
+    endpoint_config(
+        "chat",
+        "metrics_public = true",
+        "",
+        &format!("kind = \"process\"\ncommand = {command}\nstartup_timeout_seconds = 30"),
+        &format!(
+            "[endpoint.health]\ninterval_ms = 500\ntimeout_ms = 500\n\n\
+             [endpoint.scaling]\nmax_workers = 4\n{scaling}\n\n{cluster}"
+        ),
     )
 }
 
@@ -79,19 +56,15 @@ fn start_cluster(redis: &RedisServer, scaling: &str) -> Vec<TestGateway> {
 }
 
 fn admin_get(gw: &TestGateway, path: &str) -> Value {
-    let (status, _, body) = get(gw.addr("admin"), path);
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
+    let (status, answer) = admin(gw, "GET", path, "");
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
 }
 
 fn admin_post(gw: &TestGateway, path: &str, body: &str) -> Value {
-    let raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let (status, _, answer) = http(gw.addr("admin"), &raw);
+    let (status, answer) = admin(gw, "POST", path, body);
     assert_eq!(status, 200, "{path}: {answer}");
-    serde_json::from_str(&answer).unwrap()
+    answer
 }
 
 fn chat(gw: &TestGateway) -> Value {
@@ -249,14 +222,11 @@ fn demand_is_summed_and_orders_hold_on_every_replica() {
     }
 
     // A scaling change given to one replica is in force on all.
-    let body = r#"{"max_workers": 3}"#;
-    let (status, _, answer) = http(
-        replicas[follower].addr("admin"),
-        &format!(
-            "PATCH /admin/endpoints/chat/scaling HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
+    let (status, answer) = admin(
+        &replicas[follower],
+        "PATCH",
+        "/admin/endpoints/chat/scaling",
+        r#"{"max_workers": 3}"#,
     );
     assert_eq!(status, 200, "{answer}");
     for gw in &replicas {

@@ -12,10 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Http1, TestGateway, TestWorker, eventually, get, http};
+use support::{Http1, TestGateway, TestWorker, admin, endpoint_config, eventually, served_by};
 
 const NAME: &str = "workers.test";
 const WAIT: Duration = Duration::from_secs(20);
+const ECHO: &str = "/project/p1/endpoint/chat/echo";
 
 /// A `dnsmasq` of this test's own answering for the names of a hosts file, killed on drop.
 struct Dns {
@@ -140,17 +141,9 @@ fn scale_log(dir: &Path) -> Vec<String> {
 }
 
 fn chat(gw: &TestGateway) -> Value {
-    let (status, _, body) = get(gw.addr("admin"), "/admin/endpoints/chat");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// The `Host` the worker saw (Portico sets it to the worker's address).
-fn served_by(client: &mut Http1) -> String {
-    let (status, body) = client.get("/project/p1/endpoint/chat/echo");
-    assert_eq!(status, 200, "{body}");
-    let echo: Value = serde_json::from_str(&body).unwrap();
-    support::echo_header(&echo, "host").join(",")
+    let (status, state) = admin(gw, "GET", "/admin/endpoints/chat", "");
+    assert_eq!(status, 200, "{state}");
+    state
 }
 
 /// The scale script runs for each new count with the endpoint and the count; workers come
@@ -161,64 +154,62 @@ fn a_scale_command_and_dns_discovery_drive_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     let dns = Dns::start(dir.path());
     let script = dir.path().join("scale.sh");
+    // The script refuses while a file `refuse` exists (as an orchestrator that is down).
+    let refuse = dir.path().join("refuse");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho \"$1 $2\" >> {}\n",
-            dir.path().join("scaled").display()
+            "#!/bin/sh\nif [ -e {refuse} ]; then echo \"$1 $2 refused\" >> {log}; \
+             echo 'orchestrator down' >&2; exit 1; fi\necho \"$1 $2\" >> {log}\n",
+            refuse = refuse.display(),
+            log = dir.path().join("scaled").display()
         ),
     )
     .unwrap();
+    std::fs::write(&refuse, "").unwrap();
     // One port for every worker address: free on 127.0.0.2, and in practice on .3.
     let port = std::net::TcpListener::bind("127.0.0.2:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 1
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "chat"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "command"
-scale_command = ["sh", "{script}", "{{endpoint}}", "{{replicas}}"]
-dns = "{NAME}:{port}"
-dns_server = "{server}"
-dns_refresh_seconds = 1
-
-[endpoint.health]
-interval_ms = 300
-timeout_ms = 300
-healthy_threshold = 1
-
-[endpoint.scaling]
-min_workers = 1
-max_workers = 3
-"#,
-        script = script.display(),
-        server = dns.addr,
+    let config = endpoint_config(
+        "chat",
+        "",
+        "",
+        &format!(
+            "kind = \"command\"\nscale_command = [\"sh\", \"{script}\", \"{{endpoint}}\", \"{{replicas}}\"]\n\
+             dns = \"{NAME}:{port}\"\ndns_server = \"{server}\"\ndns_refresh_seconds = 1",
+            script = script.display(),
+            server = dns.addr,
+        ),
+        "[endpoint.health]\ninterval_ms = 300\ntimeout_ms = 300\nhealthy_threshold = 1\n\n\
+         [endpoint.scaling]\nmin_workers = 1\nmax_workers = 3",
     );
     let gateway = TestGateway::start(&config);
     assert_eq!(chat(&gateway)["kind"], "command");
 
-    // The controller asks for min_workers at once.
-    eventually("the script run for 1", WAIT, || {
-        (scale_log(dir.path()) == ["chat 1"]).then_some(())
+    // The controller asks for min_workers at once; the refused run is logged with the
+    // script's output and tried again once the orchestrator is back.
+    eventually("the refused run for 1", WAIT, || {
+        (scale_log(dir.path()) == ["chat 1 refused"]).then_some(())
     });
+    eventually("the failure in the log", WAIT, || {
+        gateway
+            .stderr()
+            .iter()
+            .chain(gateway.stdout().iter())
+            .any(|l| l.contains("scale command failed") && l.contains("orchestrator down"))
+            .then_some(())
+    });
+    std::fs::remove_file(&refuse).unwrap();
+    eventually("the run for 1, retried", WAIT, || {
+        (scale_log(dir.path()) == ["chat 1 refused", "chat 1"]).then_some(())
+    });
+    // Portico does not run these workers: it cannot restart them.
+    let (status, refused) = admin(&gateway, "POST", "/admin/endpoints/chat/restart", "");
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "restart_unsupported");
     let port_arg = port.to_string();
     let first = TestWorker::start_at("127.0.0.2", &port_arg);
     dns.publish(&["127.0.0.2"]);
@@ -226,17 +217,14 @@ max_workers = 3
         (chat(&gateway)["workers"]["ready"] == 1).then_some(())
     });
     let mut client = Http1::connect(gateway.addr("public"));
-    assert_eq!(served_by(&mut client), format!("127.0.0.2:{port}"));
+    assert_eq!(served_by(&mut client, ECHO), format!("127.0.0.2:{port}"));
 
     let pin = |n: u32| {
-        let body = format!(r#"{{"workers": {n}}}"#);
-        let (status, _, answer) = http(
-            gateway.addr("admin"),
-            &format!(
-                "POST /admin/endpoints/chat/scale HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
+        let (status, answer) = admin(
+            &gateway,
+            "POST",
+            "/admin/endpoints/chat/scale",
+            &format!(r#"{{"workers": {n}}}"#),
         );
         assert_eq!(status, 200, "{answer}");
     };
@@ -250,7 +238,7 @@ max_workers = 3
         (chat(&gateway)["workers"]["ready"] == 2).then_some(())
     });
     let hosts: std::collections::BTreeSet<String> =
-        (0..20).map(|_| served_by(&mut client)).collect();
+        (0..20).map(|_| served_by(&mut client, ECHO)).collect();
     assert_eq!(hosts.len(), 2, "traffic reaches both workers: {hosts:?}");
 
     // DNS goes away: the known workers keep serving, and the failure is logged.
@@ -269,14 +257,15 @@ max_workers = 3
         (failures() > before).then_some(())
     });
     assert_eq!(chat(&gateway)["workers"]["ready"], 2);
-    served_by(&mut client);
+    served_by(&mut client, ECHO);
 
     // DNS is back and lists one worker after a pin to 1: Portico follows, and the worker
     // that left gets no more traffic.
     let dns = Dns::start_on(dir.path(), port_of_dns);
     pin(1);
     eventually("the script run for 1 again", WAIT, || {
-        (scale_log(dir.path()) == ["chat 1", "chat 2", "chat 1"]).then_some(())
+        (scale_log(dir.path()).ends_with(&["chat 2".to_string(), "chat 1".to_string()]))
+            .then_some(())
     });
     dns.publish(&["127.0.0.2"]);
     eventually("one worker again", WAIT, || {
@@ -285,7 +274,7 @@ max_workers = 3
             .then_some(())
     });
     for _ in 0..10 {
-        assert_eq!(served_by(&mut client), format!("127.0.0.2:{port}"));
+        assert_eq!(served_by(&mut client, ECHO), format!("127.0.0.2:{port}"));
     }
     drop((first, second));
 }

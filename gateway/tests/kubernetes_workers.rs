@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Http1, TestGateway, TestWorker, echo_header, eventually, get, http};
+use support::{Http1, TestGateway, TestWorker, admin, endpoint_config, eventually, served_by};
 
 const TOKEN: &str = "test-service-account-token";
 const SCALE: &str = "/apis/apps/v1/namespaces/models/deployments/vllm/scale";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/models/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dvllm";
 const WAIT: Duration = Duration::from_secs(20);
+const ECHO: &str = "/project/p1/endpoint/chat/echo";
 
 /// What the fake API server holds and saw.
 #[derive(Default)]
@@ -27,6 +28,8 @@ struct State {
     patches: Vec<u32>,
     lists: usize,
     unauthorized: usize,
+    /// PATCHes still to refuse with 403, as with RBAC missing.
+    forbid_patches: usize,
     /// Slice name → (address, ready).
     slices: BTreeMap<String, Vec<(String, bool)>>,
     version: u64,
@@ -74,6 +77,16 @@ impl FakeApi {
         let object = slice_json(name, endpoints, state.version);
         let line = json!({"type": kind, "object": object}).to_string();
         state
+            .watchers
+            .retain(|watcher| watcher.send(Some(line.clone())).is_ok());
+    }
+
+    /// Sends an ERROR event (410 Gone: the watched version is too old) to every watch.
+    fn expire(&self) {
+        let line = json!({"type": "ERROR", "object": {"kind": "Status", "code": 410,
+                                                      "reason": "Expired"}})
+        .to_string();
+        self.state()
             .watchers
             .retain(|watcher| watcher.send(Some(line.clone())).is_ok());
     }
@@ -149,6 +162,11 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             let mut state = state.lock().unwrap();
             match (method.as_str(), target.as_str()) {
                 ("GET", SCALE) => Some(scale_json(state.replicas)),
+                ("PATCH", SCALE) if state.forbid_patches > 0 => {
+                    state.forbid_patches -= 1;
+                    Some(json!({"kind": "Status", "code": 403,
+                                "message": "deployments.apps \"vllm\" is forbidden"}))
+                }
                 ("PATCH", SCALE) => {
                     let patch: Value = serde_json::from_slice(&body).unwrap();
                     let replicas = patch["spec"]["replicas"].as_u64().unwrap() as u32;
@@ -175,6 +193,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             }
         };
         match answer {
+            Some(answer) if answer["kind"] == "Status" => {
+                let code = answer["code"].as_u64().unwrap_or(500) as u16;
+                respond(&mut stream, code, &answer);
+            }
             Some(answer) => respond(&mut stream, 200, &answer),
             None => respond(
                 &mut stream,
@@ -216,24 +238,19 @@ fn stream_events(mut stream: TcpStream, events: &Receiver<Option<String>>) {
 }
 
 fn ready(gw: &TestGateway) -> u64 {
-    let (status, _, body) = get(gw.addr("admin"), "/admin/endpoints/chat");
-    assert_eq!(status, 200, "{body}");
-    let endpoint: Value = serde_json::from_str(&body).unwrap();
+    let (status, endpoint) = admin(gw, "GET", "/admin/endpoints/chat", "");
+    assert_eq!(status, 200, "{endpoint}");
     endpoint["workers"]["ready"].as_u64().unwrap()
 }
 
-fn served_by(client: &mut Http1) -> String {
-    let (status, body) = client.get("/project/p1/endpoint/chat/echo");
-    assert_eq!(status, 200, "{body}");
-    echo_header(&serde_json::from_str(&body).unwrap(), "host").join(",")
-}
-
-/// Scale orders reach the scale subresource (read, then patched only when different); the
-/// workers are the ready addresses of the watched EndpointSlices, event by event; a watch
-/// that ends is followed by a fresh list; every call carries the service account's token.
+/// Scale orders reach the scale subresource (read, then patched only when different; a
+/// forbidden patch is logged and tried again); the workers are the ready addresses of the
+/// watched EndpointSlices, event by event; a watch that ends, or reports its version gone,
+/// is followed by a fresh list; every call carries the service account's token.
 #[test]
 fn scales_a_deployment_and_follows_its_endpointslices() {
     let api = FakeApi::start();
+    api.state().forbid_patches = 1;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -242,50 +259,34 @@ fn scales_a_deployment_and_follows_its_endpointslices() {
         .local_addr()
         .unwrap()
         .port();
-    let gateway = TestGateway::start(&format!(
-        r#"
-[server]
-admin_listen = "127.0.0.1:0"
-grace_period_seconds = 1
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[[project]]
-id = "p1"
-
-[[endpoint]]
-id = "chat"
-project = "p1"
-public = true
-
-[endpoint.workers]
-kind = "kubernetes"
-namespace = "models"
-deployment = "vllm"
-port = {port}
-api_server = "http://{api}"
-token_file = "{token}"
-ca_file = "{ca}"
-
-[endpoint.health]
-interval_ms = 300
-timeout_ms = 300
-healthy_threshold = 1
-
-[endpoint.scaling]
-min_workers = 1
-max_workers = 3
-"#,
-        api = api.addr,
-        token = token_file.display(),
-        ca = dir.path().join("no-ca.crt").display(),
+    let gateway = TestGateway::start(&endpoint_config(
+        "chat",
+        "",
+        "",
+        &format!(
+            "kind = \"kubernetes\"\nnamespace = \"models\"\ndeployment = \"vllm\"\nport = {port}\n\
+             api_server = \"http://{api}\"\ntoken_file = \"{token}\"\nca_file = \"{ca}\"",
+            api = api.addr,
+            token = token_file.display(),
+            ca = dir.path().join("no-ca.crt").display(),
+        ),
+        "[endpoint.health]\ninterval_ms = 300\ntimeout_ms = 300\nhealthy_threshold = 1\n\n\
+         [endpoint.scaling]\nmin_workers = 1\nmax_workers = 3",
     ));
 
-    eventually("min_workers patched", WAIT, || {
+    // The first PATCH is forbidden (RBAC missing): logged with the API's message, and
+    // tried again.
+    eventually("min_workers patched after a refusal", WAIT, || {
         (api.state().patches == [1]).then_some(())
     });
+    assert!(
+        gateway
+            .stderr()
+            .iter()
+            .chain(gateway.stdout().iter())
+            .any(|l| l.contains("scaling failed") && l.contains("forbidden")),
+        "the refusal is logged"
+    );
     eventually("a watch", WAIT, || {
         (!api.state().watchers.is_empty()).then_some(())
     });
@@ -296,16 +297,13 @@ max_workers = 3
         (ready(&gateway) == 1).then_some(())
     });
     let mut client = Http1::connect(gateway.addr("public"));
-    assert_eq!(served_by(&mut client), format!("127.0.0.2:{port}"));
+    assert_eq!(served_by(&mut client, ECHO), format!("127.0.0.2:{port}"));
 
-    let body = r#"{"workers": 2}"#;
-    let (status, _, answer) = http(
-        gateway.addr("admin"),
-        &format!(
-            "POST /admin/endpoints/chat/scale HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
+    let (status, answer) = admin(
+        &gateway,
+        "POST",
+        "/admin/endpoints/chat/scale",
+        r#"{"workers": 2}"#,
     );
     assert_eq!(status, 200, "{answer}");
     eventually("2 patched", WAIT, || {
@@ -326,13 +324,21 @@ max_workers = 3
         (ready(&gateway) == 2).then_some(())
     });
     let hosts: std::collections::BTreeSet<String> =
-        (0..20).map(|_| served_by(&mut client)).collect();
+        (0..20).map(|_| served_by(&mut client, ECHO)).collect();
     assert_eq!(hosts.len(), 2, "traffic reaches both pods: {hosts:?}");
 
     // The API server ends the watch: Portico lists again and watches again.
     let lists = api.state().lists;
     api.end_watches();
     eventually("a new list and watch", WAIT, || {
+        let state = api.state();
+        (state.lists > lists && !state.watchers.is_empty()).then_some(())
+    });
+    assert_eq!(ready(&gateway), 2);
+    // The watched version is gone (410 in an ERROR event): list again.
+    let lists = api.state().lists;
+    api.expire();
+    eventually("a new list after 410", WAIT, || {
         let state = api.state();
         (state.lists > lists && !state.watchers.is_empty()).then_some(())
     });

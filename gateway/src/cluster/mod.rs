@@ -231,11 +231,6 @@ impl Cluster {
         });
     }
 
-    /// Whether a Redis connection was made (it may have failed since).
-    pub fn connected(&self) -> bool {
-        self.connection().is_some()
-    }
-
     /// The deployment as this replica sees it, for `GET /admin/cluster`.
     pub fn describe(&self) -> serde_json::Value {
         let state = self.lock();

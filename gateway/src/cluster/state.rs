@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use super::Cluster;
 use crate::admin_state::{AdminState, Saved, SavedScaling, SharedMode, StateError};
 use crate::control::Event;
-use crate::control::events::{CAPACITY, Sink};
+use crate::control::events::{CAPACITY, Sink, newest_after};
 use crate::endpoint::Endpoint;
 
 /// Appends an event (ARGV[1], JSON) with the endpoint's next sequence number, keeping the
@@ -67,9 +67,7 @@ impl Cluster {
         value: String,
         endpoint: &str,
     ) -> Result<(), StateError> {
-        let mut conn = self
-            .connection()
-            .ok_or_else(|| StateError("cluster Redis: not connected".into()))?;
+        let mut conn = self.connected_or_connect().await.map_err(failed)?;
         redis::pipe()
             .cmd("SET")
             .arg(key)
@@ -88,9 +86,7 @@ impl Cluster {
 impl AdminState for Cluster {
     fn load<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Saved, StateError>> {
         Box::pin(async move {
-            let mut conn = self
-                .connection()
-                .ok_or_else(|| StateError("cluster Redis: not connected".into()))?;
+            let mut conn = self.connected_or_connect().await.map_err(failed)?;
             let (mode, scaling): (Option<String>, Option<String>) = redis::pipe()
                 .cmd("GET")
                 .arg(self.keys.mode(endpoint))
@@ -137,9 +133,7 @@ impl AdminState for Cluster {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Event>, StateError>> {
         Box::pin(async move {
-            let mut conn = self
-                .connection()
-                .ok_or_else(|| StateError("cluster Redis: not connected".into()))?;
+            let mut conn = self.connected_or_connect().await.map_err(failed)?;
             let rows: Vec<String> = redis::cmd("LRANGE")
                 .arg(self.keys.events(endpoint.id()))
                 .arg(0)
@@ -147,13 +141,8 @@ impl AdminState for Cluster {
                 .query_async(&mut conn)
                 .await
                 .map_err(failed)?;
-            let newer: Vec<Event> = rows
-                .iter()
-                .filter_map(|row| serde_json::from_str::<Event>(row).ok())
-                .filter(|event| event.seq > since)
-                .collect();
-            let skip = newer.len().saturating_sub(limit);
-            Ok(newer.into_iter().skip(skip).collect())
+            let events = rows.iter().filter_map(|row| serde_json::from_str(row).ok());
+            Ok(newest_after(events, since, limit))
         })
     }
 }

@@ -917,6 +917,44 @@ fn rejects_bad_security_groups() {
 }
 
 /// Endpoints: ids, references to projects, listeners and security groups, limits, timeouts.
+/// `[cluster]`: a Redis URL is required, ids and the lease are checked, every problem is
+/// named; the replica id defaults to `<host>-<pid>`.
+#[test]
+fn cluster_settings_are_checked() {
+    assert_cases(&[
+        (tables("[cluster]"), &["cluster.redis"]),
+        (
+            tables(
+                "[cluster]\nredis = \"http://r:6379\"\nreplica_id = \"a b\"\nlease_seconds = 0\nkey_prefix = \"\"",
+            ),
+            &[
+                "cluster.redis",
+                "cluster.replica_id",
+                "cluster.lease_seconds",
+                "cluster.key_prefix",
+            ],
+        ),
+        (
+            tables("[cluster]\nredis = \"redis://r:6379\"\nleader = true"),
+            &["cluster.leader"],
+        ),
+        (
+            tables("[cluster]\nredis = \"rediss://r:6380\"\nreplica_id = \"r-1\""),
+            &[],
+        ),
+    ]);
+    let config = load(&tables("[cluster]\nredis = \"redis://r:6379\"")).unwrap();
+    let cluster = config.cluster.unwrap();
+    assert!(
+        cluster
+            .replica_id
+            .ends_with(&format!("-{}", std::process::id()))
+    );
+    assert_eq!(cluster.lease, Duration::from_secs(5));
+    assert_eq!(cluster.key_prefix, "portico");
+    assert!(load(&tables("")).unwrap().cluster.is_none());
+}
+
 /// A Kubernetes workload defaults its Service to its own name and its credentials to the
 /// pod's service account.
 #[test]

@@ -84,6 +84,13 @@ pub struct Event {
     pub replica_id: Option<String>,
 }
 
+/// The newest `limit` of `events` (oldest first) numbered after `after`, oldest first.
+pub fn newest_after(events: impl Iterator<Item = Event>, after: u64, limit: usize) -> Vec<Event> {
+    let newer: Vec<Event> = events.filter(|e| e.seq > after).collect();
+    let skip = newer.len().saturating_sub(limit);
+    newer.into_iter().skip(skip).collect()
+}
+
 /// Where each recorded event is also sent (the cluster's shared timeline).
 pub type Sink = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -211,10 +218,7 @@ impl Events {
 
     /// The most recent `limit` events after sequence number `after`, oldest first.
     pub fn list(&self, after: u64, limit: usize) -> Vec<Event> {
-        let ring = self.lock();
-        let newer: Vec<&Event> = ring.events.iter().filter(|e| e.seq > after).collect();
-        let skip = newer.len().saturating_sub(limit);
-        newer.into_iter().skip(skip).cloned().collect()
+        newest_after(self.lock().events.iter().cloned(), after, limit)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {

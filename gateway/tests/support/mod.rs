@@ -474,6 +474,58 @@ startup_timeout_seconds = 30
     )
 }
 
+/// A config with the admin listener and a `public` listener on port 0 (`server` keys added
+/// to `[server]`), project `p1`, and one public endpoint `id` with extra endpoint `keys`,
+/// the `workers` lines of its `[endpoint.workers]`, and `tables` after it.
+pub fn endpoint_config(id: &str, server: &str, keys: &str, workers: &str, tables: &str) -> String {
+    format!(
+        r#"
+[server]
+admin_listen = "127.0.0.1:0"
+grace_period_seconds = 1
+{server}
+
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+
+[[project]]
+id = "p1"
+
+[[endpoint]]
+id = "{id}"
+project = "p1"
+public = true
+{keys}
+
+[endpoint.workers]
+{workers}
+
+{tables}
+"#
+    )
+}
+
+/// `(status, body as JSON)` of an admin request without a token (`Null` when not JSON).
+pub fn admin(gw: &TestGateway, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, body) = http(gw.addr("admin"), &raw);
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// The `Host` fakeworker's `/echo` saw for `GET path` through `client`: the worker that
+/// served it (Portico sets `Host` to the worker's address).
+pub fn served_by(client: &mut Http1, path: &str) -> String {
+    let (status, body) = client.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).expect("echo JSON");
+    echo_header(&echo, "host").join(",")
+}
+
 /// The TOML config of a gateway with one public listener, the admin listener (with
 /// `/metrics` open), project `p1` and one public endpoint `e1` on static `urls`.
 #[derive(Clone, Debug)]
