@@ -10,22 +10,16 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const binDir = process.env.PORTICO_BIN_DIR || path.join(repo, 'target', 'debug');
-const nodeDir = process.env.PORTICO_UI_NODE || path.join(repo, 'target', 'ui-node');
+import {
+  binDir, configHead, launchChromium, repo, sha256, startPortico as start, stop, toml,
+} from './harness.mjs';
+
 const shotsDir = path.join(repo, 'target', 'ui-shots');
-// playwright-core is installed outside the source tree (see tests/ui/package.json).
-const { chromium } = createRequire(path.join(nodeDir, 'package.json'))('playwright-core');
-
-const sha256 = (text) => createHash('sha256').update(text).digest('hex');
 const ADMIN_TOKEN = `adm_${randomBytes(24).toString('hex')}`;
 const PROJECT_TOKEN = `ptk_${randomBytes(32).toString('hex')}`;
 const WAIT = 30_000; // the longest wait for any one thing the page should show
@@ -43,21 +37,7 @@ const pageErrors = [];
 async function startPortico() {
   work = mkdtempSync(path.join(tmpdir(), 'portico-ui-'));
   const config = path.join(work, 'config.toml');
-  const toml = (value) => JSON.stringify(value); // a TOML basic string
-  writeFileSync(config, `
-[server]
-admin_listen = "127.0.0.1:0"
-state_dir = ${toml(path.join(work, 'state'))}
-admin_token_sha256 = "${sha256(ADMIN_TOKEN)}"
-grace_period_seconds = 2
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[object_store]
-url = ${toml(`file://${path.join(work, 'results')}`)}
-
+  writeFileSync(config, `${configHead(work, ADMIN_TOKEN)}
 [[project]]
 id = "uitest"
 tokens = [{ name = "browser", sha256 = "${sha256(PROJECT_TOKEN)}" }]
@@ -79,44 +59,14 @@ max_workers = 2
 idle_timeout_seconds = 600
 initial_cooldown_seconds = 600
 `);
-  const env = { ...process.env, RUST_LOG: 'info' };
-  delete env.PORTICO_UI_DIR; // the embedded console is under test
-  portico = spawn(path.join(binDir, 'portico'), ['run', '--config', config], {
-    env, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const addresses = {};
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Portico did not start in 20 s:\n${output}`)), 20_000);
-    const read = (chunk) => {
-      output = (output + chunk).slice(-200_000);
-      for (const match of String(chunk).matchAll(/listening on \[?(\w+)\]? (\S+)/g)) {
-        addresses[match[1]] = match[2];
-      }
-      if (addresses.admin && addresses.public) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    portico.stdout.on('data', read);
-    portico.stderr.on('data', read);
-    portico.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`Portico exited (${code}) before listening:\n${output}`));
-    });
-  });
-  admin = `http://${addresses.admin}`;
-  dataUrl = `http://${addresses.public}/project/uitest/endpoint/chat`;
+  const started = await start(config, (chunk) => { output = (output + chunk).slice(-200_000); });
+  portico = started.child;
+  admin = started.admin;
+  dataUrl = `${started.data}/project/uitest/endpoint/chat`;
 }
 
 /** SIGTERM, then the wait for Portico to stop its workers and exit. */
-async function stopPortico() {
-  if (!portico || portico.exitCode !== null || portico.signalCode !== null) return;
-  const exited = new Promise((resolve) => portico.once('exit', resolve));
-  portico.kill('SIGTERM');
-  const timer = setTimeout(() => portico.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
+const stopPortico = () => stop(portico, 15_000);
 
 async function adminApi(route) {
   const response = await fetch(`${admin}${route}`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
@@ -175,13 +125,7 @@ const stat = (key) => page.locator(`[data-stat="${key}"]`).textContent();
 before(async () => {
   mkdirSync(shotsDir, { recursive: true });
   await startPortico();
-  browser = await chromium.launch({
-    executablePath: process.env.PORTICO_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    // This machine has no network but loopback: keep Chromium from calling home.
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
   page = await context.newPage();
   page.setDefaultTimeout(WAIT);

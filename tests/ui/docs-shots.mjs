@@ -20,25 +20,20 @@
 //                     charts show the last 15 minutes, so longer runs fill more of them
 //   SHOTS_DIR         where the pictures go (default docs/img)
 
-import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const binDir = process.env.PORTICO_BIN_DIR || path.join(repo, 'target', 'debug');
-const nodeDir = process.env.PORTICO_UI_NODE || path.join(repo, 'target', 'ui-node');
-const chromiumPath = process.env.PORTICO_CHROMIUM || '/usr/bin/chromium';
+import {
+  binDir, configHead, launchChromium, repo, sha256, spawnAndWait, startPortico as start, stop,
+  toml,
+} from './harness.mjs';
+
 const outDir = process.env.SHOTS_DIR || path.join(repo, 'docs', 'img');
 const LOAD_SECONDS = Number(process.env.SHOTS_SECONDS || 150);
 if (!(LOAD_SECONDS >= 10)) throw new Error(`SHOTS_SECONDS must be a number ≥ 10, not ${process.env.SHOTS_SECONDS}`);
-// playwright-core is installed outside the source tree (see tests/ui/package.json).
-const { chromium } = createRequire(path.join(nodeDir, 'package.json'))('playwright-core');
 
-const sha256 = (text) => createHash('sha256').update(text).digest('hex');
 const ADMIN_TOKEN = `adm_${randomBytes(24).toString('hex')}`;
 const TOKENS = {
   'web-app': `ptk_${randomBytes(32).toString('hex')}`,
@@ -61,37 +56,6 @@ let admin; // http://127.0.0.1:<port> of the admin listener
 let dataBase; // http://127.0.0.1:<port> of the data listener
 const endpointUrl = (id) => `${dataBase}/project/demo/endpoint/${id}`;
 
-/** Spawns a program and resolves with the child and the regexp match of its first matching output line. */
-function spawnAndWait(command, args, pattern, { env, onOutput, what }) {
-  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const found = new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start in 20 s:\n${seen.slice(-4000)}`)), 20_000);
-    const read = (chunk) => {
-      if (onOutput) onOutput(chunk);
-      if (seen === null) return;
-      seen = (seen + chunk).slice(-100_000);
-      const match = pattern(seen);
-      if (match) {
-        seen = null;
-        clearTimeout(timer);
-        resolve(match);
-      }
-    };
-    child.stdout.on('data', read); // always read: a full pipe would stall the child
-    child.stderr.on('data', read);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited (${code ?? signal}) before it was ready:\n${(seen || '').slice(-4000)}`));
-    });
-  });
-  return { child, found };
-}
-
 async function startEmbedder() {
   const started = spawnAndWait(path.join(binDir, 'fakeworker'),
     ['--port', '0', '--ttft-ms', '30', '--tokens-per-second', '400', '--model', 'fake-embedder'],
@@ -103,21 +67,7 @@ async function startEmbedder() {
 
 async function startPortico(embedderAddress) {
   const config = path.join(work, 'config.toml');
-  const toml = (value) => JSON.stringify(value); // a TOML basic string
-  writeFileSync(config, `
-[server]
-admin_listen = "127.0.0.1:0"
-state_dir = ${toml(path.join(work, 'state'))}
-admin_token_sha256 = "${sha256(ADMIN_TOKEN)}"
-grace_period_seconds = 2
-
-[[listener]]
-name = "public"
-address = "127.0.0.1:0"
-
-[object_store]
-url = ${toml(`file://${path.join(work, 'results')}`)}
-
+  writeFileSync(config, `${configHead(work, ADMIN_TOKEN)}
 [[project]]
 id = "demo"
 tokens = [
@@ -160,29 +110,10 @@ threshold = 2000
 for_seconds = 30
 notify = []
 `);
-  const env = { ...process.env, RUST_LOG: 'info' };
-  delete env.PORTICO_UI_DIR; // the console embedded in the binary is the one documented
-  const addresses = {};
-  const started = spawnAndWait(path.join(binDir, 'portico'), ['run', '--config', config],
-    (text) => {
-      for (const match of text.matchAll(/listening on \[?(\w+)\]? (\S+)/g)) addresses[match[1]] = match[2];
-      return addresses.admin && addresses.public ? addresses : null;
-    },
-    { env, what: 'Portico', onOutput: (chunk) => { porticoOutput = (porticoOutput + chunk).slice(-50_000); } });
+  const started = await start(config, (chunk) => { porticoOutput = (porticoOutput + chunk).slice(-50_000); });
   portico = started.child;
-  await started.found;
-  admin = `http://${addresses.admin}`;
-  dataBase = `http://${addresses.public}`;
-}
-
-/** SIGTERM, then the wait for the process to exit (SIGKILL after `ms`). */
-async function stop(child, ms) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-  await exited;
-  clearTimeout(timer);
+  admin = started.admin;
+  dataBase = started.data;
 }
 
 async function adminApi(method, route, body) {
@@ -513,13 +444,7 @@ async function main() {
   const embedderAddress = await startEmbedder();
   await startPortico(embedderAddress);
   log(`Portico: admin ${admin}, data ${dataBase}`);
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    // No network but loopback is needed: keep Chromium from calling home.
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
 
   log(`traffic for ${LOAD_SECONDS} s`);
   const load = startLoad();
