@@ -116,7 +116,8 @@ fn endpoints_name_their_urls_and_series_are_sampled() {
         serde_json::json!(["http://console.test:9090"])
     );
 
-    // Traffic shows in the next points' rolling minute.
+    // Traffic shows in a later point's rolling minute, and so does the scaler's answer to it
+    // (a point taken before the controller's next tick still shows 0 workers wanted).
     let mut client = Http1::connect(public);
     for _ in 0..5 {
         let (status, _) = client.get("/project/p1/endpoint/e1/echo");
@@ -130,12 +131,11 @@ fn endpoints_name_their_urls_and_series_are_sampled() {
         let points = answer["points"].as_array()?.clone();
         points
             .last()
-            .is_some_and(|p| p["rps"].as_f64().unwrap_or(0.0) > 0.0)
+            .is_some_and(|p| p["rps"].as_f64().unwrap_or(0.0) > 0.0 && p["desired"] == 1)
             .then_some(points)
     });
     let last = points.last().unwrap();
     assert_eq!(last["ready"], 1, "{last}");
-    assert_eq!(last["desired"], 1, "{last}");
     assert_eq!(last["error_rate"], 0.0, "{last}");
     assert!(last["p95_ms"].as_f64().is_some(), "{last}");
     assert!(last["async_jobs"].is_null(), "{last}");
