@@ -49,7 +49,7 @@ RUST_LOG=warn "$BIN/fakeworker" --port 0 >"$RUN_DIR/origin.out" 2>&1 &
 PIDS+=($!)
 ORIGIN=$(wait_listening "$RUN_DIR/origin.out")
 ORIGIN_PORT=${ORIGIN##*:}
-sed -e "s|@RUN_DIR@|$RUN_DIR|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@WORKER_THREADS@|1|g" \
+sed -e "s|@DIR@|$RUN_DIR|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@WORKER_THREADS@|1|g" \
   bench/configs/portico.toml.template >"$RUN_DIR/portico.toml"
 
 # measure NAME PATH COMMAND...: prints NAME's instructions per request.

@@ -25,7 +25,7 @@ use crate::endpoint::Endpoint;
 use crate::metrics::UpstreamErrorKind;
 use crate::stage::telemetry::Record;
 use crate::traffic::usage::Tail;
-use crate::upstream::pool::Pooled;
+use crate::upstream::h1;
 use crate::worker::InflightGuard;
 
 /// Why a body stream failed.
@@ -40,6 +40,12 @@ pub enum BodyError {
     /// The worker's body failed (reset, closed early, malformed).
     #[error("worker body: {0}")]
     Worker(#[source] hyper::Error),
+    /// The worker's body failed on a pooled HTTP/1.1 connection.
+    #[error("worker body: {0}")]
+    WorkerHttp1(#[source] Box<h1::Error>),
+    /// A body sent more or fewer bytes than its length said.
+    #[error("body length differs from its Content-Length")]
+    Length,
     /// The worker's body stalled longer than `timeouts.idle_seconds`.
     #[error("worker body idle for {0:?}")]
     Idle(Duration),
@@ -161,10 +167,48 @@ impl Body for RequestBody {
     }
 }
 
+/// A worker's body: from a pooled HTTP/1.1 connection (Portico's own client), or from
+/// hyper (h2c connections, and the answer to a refused WebSocket upgrade).
+#[derive(Debug)]
+pub enum WorkerBody {
+    /// Read by `upstream::h1`; the connection returns to its pool at the end.
+    Http1(h1::Body),
+    /// Read by hyper.
+    Hyper(Incoming),
+}
+
+impl WorkerBody {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self {
+            WorkerBody::Http1(body) => body
+                .poll_frame(cx)
+                .map_err(|err| BodyError::WorkerHttp1(Box::new(err))),
+            WorkerBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::Worker),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            WorkerBody::Http1(body) => body.is_end_stream(),
+            WorkerBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            WorkerBody::Http1(body) => body.size_hint(),
+            WorkerBody::Hyper(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A worker's response body on its way to the client.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: WorkerBody,
     endpoint: Arc<Endpoint>,
     idle_timeout: Duration,
     /// Armed the first time the worker makes the client wait: a body that arrives whole
@@ -174,19 +218,12 @@ pub struct UpstreamBody {
     idle: Option<Pin<Box<Sleep>>>,
     /// When the last chunk arrived, once the timer is armed.
     last_chunk: Instant,
-    /// The HTTP/1.1 connection, returned to the pool when the body ends cleanly.
-    conn: Option<Pooled>,
     guard: Option<InflightGuard>,
 }
 
 impl UpstreamBody {
     /// Wraps a worker's body.
-    pub fn new(
-        inner: Incoming,
-        endpoint: Arc<Endpoint>,
-        conn: Option<Pooled>,
-        guard: InflightGuard,
-    ) -> UpstreamBody {
+    pub fn new(inner: WorkerBody, endpoint: Arc<Endpoint>, guard: InflightGuard) -> UpstreamBody {
         let idle_timeout = endpoint.config.timeouts.idle;
         UpstreamBody {
             inner,
@@ -194,23 +231,18 @@ impl UpstreamBody {
             idle_timeout,
             idle: None,
             last_chunk: Instant::now(),
-            conn,
             guard: Some(guard),
         }
     }
 
-    /// The clean end: the connection goes back to the pool and the guard is released.
+    /// The clean end: the guard is released (an HTTP/1.1 body has returned its connection
+    /// to the pool already).
     fn finish(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.release();
-        }
         self.guard = None;
     }
 
     fn fail(&mut self, kind: UpstreamErrorKind) {
         self.endpoint.metrics.upstream_error(kind);
-        // A connection whose body failed is not reused.
-        self.conn = None;
         self.guard = None;
     }
 
@@ -221,7 +253,7 @@ impl UpstreamBody {
         if self.guard.is_none() {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        match self.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if self.inner.is_end_stream() {
                     self.finish();
@@ -232,7 +264,7 @@ impl UpstreamBody {
             }
             Poll::Ready(Some(Err(err))) => {
                 self.fail(UpstreamErrorKind::Reset);
-                Poll::Ready(Some(Err(BodyError::Worker(err))))
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
                 self.finish();

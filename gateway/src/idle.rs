@@ -143,7 +143,8 @@ fn sweeps(duration: Duration) -> u32 {
 }
 
 /// Sweeps this thread's connections every [`SWEEP_INTERVAL`], for ever: run it as a task
-/// on the data-plane thread.
+/// on the data-plane thread. Once a second it also closes the thread's idle worker
+/// connections that expired or that their worker closed.
 pub async fn sweep(header_read_timeout: Duration, keepalive_timeout: Duration) {
     let limits = Limits {
         header: sweeps(header_read_timeout),
@@ -151,9 +152,14 @@ pub async fn sweep(header_read_timeout: Duration, keepalive_timeout: Duration) {
     };
     let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = 0u32;
     loop {
         ticks.tick().await;
         sweep_once(&limits);
+        tick = tick.wrapping_add(1);
+        if tick.is_multiple_of(4) {
+            crate::upstream::pool::sweep_http1();
+        }
     }
 }
 

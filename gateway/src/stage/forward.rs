@@ -1,24 +1,23 @@
 //! Forward: the exchange with one worker. The request is streamed to the worker over a
-//! pooled HTTP/1.1 connection (or the thread's h2c connection) and the response streamed
-//! back; timeouts, passive health and connection reuse are decided here.
+//! pooled HTTP/1.1 connection (Portico's own client, `upstream::h1`) or the thread's h2c
+//! connection (hyper's), and the response streamed back; timeouts, passive health and connection reuse are decided here.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header;
-use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{Request, Response, Version};
-use hyper::body::Incoming;
-
-use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::body::{ProxyBody, RequestBody, UpstreamBody, WorkerBody};
 use crate::config::WorkerProtocol;
 use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo, ForwardingCache};
 use crate::metrics::UpstreamErrorKind;
 use crate::stage::telemetry::Record;
-use crate::upstream::pool::{self, Pooled};
+use crate::upstream::h1::{self, SendError};
+use crate::upstream::pool;
 use crate::worker::Worker;
+use http::header;
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
 
 /// Why a forward attempt failed.
 #[derive(Debug)]
@@ -58,6 +57,9 @@ pub fn prepare(
     *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
+    // Room for what Portico adds (the forwarding headers here, `x-request-id` next): one
+    // growth of the map instead of one per header for a client that sent few.
+    headers.reserve(6);
     // `Upgrade` goes too: a WebSocket upgrade restores what it needs (stage::ws).
     headers::remove_hop_by_hop(headers, false);
     // Host is set per attempt, for the worker picked.
@@ -78,15 +80,34 @@ pub async fn send(
     let guard = worker.guard();
     let timeouts = &endpoint.config.timeouts;
     let sent_at = Instant::now();
-    let (exchanged, pooled) = match endpoint.config.workers.protocol {
+    let response = match endpoint.config.workers.protocol {
         WorkerProtocol::Http1 => {
-            let mut conn = match pool::checkout_http1(worker, timeouts.connect).await {
+            let conn = match pool::checkout_http1(worker, timeouts.connect).await {
                 Ok(conn) => conn,
                 Err(kind) => return Err(not_sent(endpoint, worker, request, kind)),
             };
-            let exchange = conn.sender().try_send_request(request);
-            let exchanged = tokio::time::timeout(timeouts.first_byte, exchange).await;
-            (exchanged, Some(conn))
+            // Boxed: the exchange holds the request head and the upload state until the
+            // answer's head arrives, which would grow every connection's request future.
+            let exchange = Box::pin(h1::send(conn, request));
+            match tokio::time::timeout(timeouts.first_byte, exchange).await {
+                Ok(Ok(response)) => response.map(WorkerBody::Http1),
+                Ok(Err(SendError {
+                    unsent: Some(request),
+                    ..
+                })) => {
+                    return Err(not_sent(
+                        endpoint,
+                        worker,
+                        request,
+                        UpstreamErrorKind::Reset,
+                    ));
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(worker = worker.label(), error = %err.error, "exchange failed");
+                    return Err(Failure::Failed(failed(endpoint, worker, record)));
+                }
+                Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
+            }
         }
         WorkerProtocol::H2c => {
             let mut sender = match pool::checkout_http2(worker, timeouts.connect).await {
@@ -97,22 +118,20 @@ pub async fn send(
             *request.version_mut() = Version::HTTP_2;
             request.headers_mut().remove(header::HOST);
             let exchange = sender.try_send_request(request);
-            (
-                tokio::time::timeout(timeouts.first_byte, exchange).await,
-                None,
-            )
+            match tokio::time::timeout(timeouts.first_byte, exchange).await {
+                Ok(Ok(response)) => response.map(WorkerBody::Hyper),
+                Ok(Err(mut err)) => {
+                    return Err(match err.take_message() {
+                        // The connection closed before the request was written.
+                        Some(request) => {
+                            not_sent(endpoint, worker, request, UpstreamErrorKind::Reset)
+                        }
+                        None => Failure::Failed(failed(endpoint, worker, record)),
+                    });
+                }
+                Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
+            }
         }
-    };
-    let response = match exchanged {
-        Ok(Ok(response)) => response,
-        Ok(Err(mut err)) => {
-            return Err(match err.take_message() {
-                // The connection closed before the request was written.
-                Some(request) => not_sent(endpoint, worker, request, UpstreamErrorKind::Reset),
-                None => Failure::Failed(failed(endpoint, worker, record)),
-            });
-        }
-        Err(_) => return Err(Failure::Failed(timed_out(endpoint))),
     };
     let first_byte = sent_at.elapsed();
     record.first_byte = Some(first_byte);
@@ -122,19 +141,18 @@ pub async fn send(
     } else {
         worker.record_success();
     }
-    Ok(relay(response, endpoint, pooled, guard))
+    Ok(relay(response, endpoint, guard))
 }
 
 /// The worker's response, with connection-specific headers removed and its body wrapped.
 pub fn relay(
-    response: Response<Incoming>,
+    response: Response<WorkerBody>,
     endpoint: &Arc<Endpoint>,
-    pooled: Option<Pooled>,
     guard: crate::worker::InflightGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, false);
-    let body = UpstreamBody::new(body, Arc::clone(endpoint), pooled, guard);
+    let body = UpstreamBody::new(body, Arc::clone(endpoint), guard);
     Response::from_parts(parts, ProxyBody::upstream(body))
 }
 

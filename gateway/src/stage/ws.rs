@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::{ProxyBody, RequestBody, WorkerBody};
 use crate::config;
 use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
@@ -140,7 +140,10 @@ pub async fn open(
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused: an ordinary answer, and no tunnel.
-        return Ok((forward::relay(response, endpoint, None, guard), None));
+        return Ok((
+            forward::relay(response.map(WorkerBody::Hyper), endpoint, guard),
+            None,
+        ));
     }
     let worker_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();

@@ -1,6 +1,7 @@
 //! Connections to workers: connecting with a deadline, and the per-thread pools that keep
 //! them open between requests.
 
+pub mod h1;
 pub mod pool;
 
 use std::time::Duration;

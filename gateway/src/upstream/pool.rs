@@ -1,18 +1,21 @@
-//! Per-thread connection pools, one per worker. Each data-plane thread owns its pools and
-//! runs their connection tasks itself, so a request never takes a lock or wakes another
-//! thread to reach a worker (PERFORMANCE.md).
+//! Per-thread connection pools, one per worker. Each data-plane thread owns its pools, so a
+//! request never takes a lock or wakes another thread to reach a worker (PERFORMANCE.md).
+//! HTTP/1.1 connections are plain values ([`Conn`], Portico's own client in `h1`) taken out
+//! for one exchange and put back by the response body's end; the h2c connection of each
+//! worker is shared by the thread's requests, its task run on the same thread.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 
 use crate::body::RequestBody;
 use crate::metrics::UpstreamErrorKind;
 use crate::runtime::LocalExec;
 use crate::upstream::connect;
+use crate::upstream::h1::Conn;
 use crate::worker::{Worker, WorkerId};
 
 /// Idle connections kept per worker and thread.
@@ -23,7 +26,7 @@ const MAX_IDLE: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -33,91 +36,54 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-/// An HTTP/1.1 connection checked out of the pool for one request.
-#[derive(Debug)]
-pub struct Pooled {
-    worker: WorkerId,
-    sender: http1::SendRequest<RequestBody>,
-    /// Whether it served a request before (a failure on it may be a stale connection).
-    pub reused: bool,
+/// Returns a connection to its pool after an exchange that ended cleanly.
+pub fn release_http1(conn: Conn) {
+    HTTP1.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        if !pools.contains_key(&conn.worker()) {
+            // A worker new to this thread: a good moment to forget workers that went away
+            // (scaled down, crashed), whose connections are closed or stale.
+            pools.retain(|_, idle| {
+                idle.retain(|c| c.since.elapsed() <= IDLE_TIMEOUT && !c.conn.is_closed());
+                !idle.is_empty()
+            });
+        }
+        let idle = pools.entry(conn.worker()).or_default();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    });
 }
 
-impl Pooled {
-    /// The request sender.
-    pub fn sender(&mut self) -> &mut http1::SendRequest<RequestBody> {
-        &mut self.sender
-    }
-
-    /// Returns the connection to its pool after a response was read to the end.
-    pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        HTTP1.with(|pools| {
-            let mut pools = pools.borrow_mut();
-            if !pools.contains_key(&self.worker) {
-                // A worker new to this thread: a good moment to forget workers that went
-                // away (scaled down, crashed), whose connections are closed or stale.
-                pools.retain(|_, idle| {
-                    idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= IDLE_TIMEOUT);
-                    !idle.is_empty()
-                });
-            }
-            let idle = pools.entry(self.worker).or_default();
-            if idle.len() < MAX_IDLE {
-                idle.push(Idle {
-                    sender: self.sender,
-                    since: Instant::now(),
-                });
-            }
+/// Closes the idle connections past [`IDLE_TIMEOUT`] or closed by their worker; run by the
+/// data-plane thread's sweep, so that idle sockets do not outlive their use.
+pub fn sweep_http1() {
+    HTTP1.with(|pools| {
+        pools.borrow_mut().retain(|_, idle| {
+            idle.retain(|c| c.since.elapsed() <= IDLE_TIMEOUT && !c.conn.is_closed());
+            !idle.is_empty()
         });
-    }
+    });
 }
 
 /// An idle HTTP/1.1 connection to `worker`, or a new one.
 pub async fn checkout_http1(
     worker: &Worker,
     connect_timeout: Duration,
-) -> Result<Pooled, UpstreamErrorKind> {
-    while let Some(mut idle) = pop_idle(worker.id()) {
-        if idle.since.elapsed() > IDLE_TIMEOUT || idle.sender.is_closed() {
-            continue;
-        }
-        // Released at the end of a body, the connection is ready once its task has seen
-        // that end; this resolves at once or within the same turn of the event loop.
-        if idle.sender.ready().await.is_ok() {
-            return Ok(Pooled {
-                worker: worker.id(),
-                sender: idle.sender,
-                reused: true,
-            });
+) -> Result<Conn, UpstreamErrorKind> {
+    while let Some(idle) = pop_idle(worker.id()) {
+        if idle.since.elapsed() <= IDLE_TIMEOUT && !idle.conn.is_closed() {
+            return Ok(idle.conn);
         }
     }
     // Boxed: connecting is the rare path, and its state should not grow every request's
     // future.
-    Box::pin(connect_http1(worker, connect_timeout)).await
-}
-
-/// A new HTTP/1.1 connection to `worker`, its connection task spawned on this thread.
-async fn connect_http1(
-    worker: &Worker,
-    connect_timeout: Duration,
-) -> Result<Pooled, UpstreamErrorKind> {
-    let stream = connect(worker, connect_timeout).await?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+    Box::pin(connect(worker, connect_timeout))
         .await
-        .map_err(|_| UpstreamErrorKind::Connect)?;
-    tokio::task::spawn_local(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            tracing::debug!(error = %err, "worker connection ended with an error");
-        }
-    });
-    Ok(Pooled {
-        worker: worker.id(),
-        sender,
-        reused: false,
-    })
+        .map(|stream| Conn::new(stream, worker.id()))
 }
 
 fn pop_idle(worker: WorkerId) -> Option<Idle> {
