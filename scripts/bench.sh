@@ -122,9 +122,9 @@ ORIGIN_PATH=/health
 # Where Portico serves the origin (project `bench`, endpoint `origin`).
 PORTICO_PREFIX=/project/bench/endpoint/origin
 
-# The paths of each scenario (the second Portico only in scenario 1; the floor where it is
-# the reference; RSS only for proxies).
-HTTP_TARGETS=(direct portico portico2 nginx haproxy floor)
+# The paths of each scenario (the second Portico and nginx doing Portico's per-request work
+# only in scenario 1; the floor where it is the reference; RSS only for proxies).
+HTTP_TARGETS=(direct portico portico2 nginx nginx_work haproxy floor)
 LAT_TARGETS=(direct portico nginx haproxy floor)
 SSE_TARGETS=(direct portico nginx haproxy)
 WS_TARGETS=(direct portico nginx haproxy)

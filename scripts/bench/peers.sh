@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034 # BASE, PROXY_PID and H2_BASE are read by scenarios.sh
 # scripts/bench/peers.sh — sourced by scripts/bench.sh: installs the peers and load tools from
-# Debian, and starts the origin, Portico, nginx, HAProxy and the hyper floor.
+# Debian, and starts the origin, Portico, nginx (bare, and in scenario 1 also doing Portico's
+# per-request work), HAProxy and the hyper floor.
 
 # nginx_bin / haproxy_bin: the installed binary, empty when missing.
 nginx_bin() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
@@ -79,13 +80,14 @@ start_portico() {
   log "$name: Portico pid $STARTED_PID ($threads worker threads) on $STARTED_URL"
 }
 
-# start_nginx NAME: nginx from bench/peers/nginx.conf.template, pinned like every proxy, in
-# $RUN_DIR/NAME; sets STARTED_PID, STARTED_URL and STARTED_H2_URL.
+# start_nginx NAME [TEMPLATE]: nginx from TEMPLATE (bench/peers/nginx.conf.template, the bare
+# proxy, by default), pinned like every proxy, in $RUN_DIR/NAME; sets STARTED_PID, STARTED_URL
+# and STARTED_H2_URL.
 start_nginx() {
-  local name=$1 dir=$RUN_DIR/$1 port h2port
+  local name=$1 template=${2:-bench/peers/nginx.conf.template} dir=$RUN_DIR/$1 port h2port
   port=$(free_port); h2port=$(free_port)
   mkdir -p "$dir"
-  fill_template bench/peers/nginx.conf.template "$dir/nginx.conf" "DIR=$dir" "PORT=$port" "H2_PORT=$h2port" \
+  fill_template "$template" "$dir/nginx.conf" "DIR=$dir" "PORT=$port" "H2_PORT=$h2port" \
     "NOFILE=$(ulimit -n)"
   "$NGINX" -t -q -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" || die "the generated nginx config is invalid"
   start "$name" "${PIN_PROXY[@]}" -- "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;'
@@ -130,6 +132,9 @@ start_proxy() {
     # Portico may use both CPUs (sharing CPU 0 with origin and load).
     portico2) start_portico "$2" 2 ;;
     nginx) start_nginx "$2" ;;
+    # nginx doing Portico's per-request work: JSON access log to a file, forwarding headers,
+    # request id (scenario 1 only).
+    nginx_work) start_nginx "$2" bench/peers/nginx-same-work.conf.template ;;
     haproxy) start_haproxy "$2" ;;
     floor) start_floor "$2" ;;
     *) die "no proxy called $1" ;;
@@ -145,13 +150,14 @@ start_peers() {
   PROXY_PID[direct]=""
   H2_BASE[direct]=$ORIGIN
   local t
-  for t in portico portico2 nginx haproxy floor; do
-    [ "$t" != portico2 ] || wants http || continue
+  for t in portico portico2 nginx nginx_work haproxy floor; do
+    # The second Portico and nginx doing Portico's work are measured in scenario 1 only.
+    case $t in portico2|nginx_work) wants http || continue ;; esac
     start_proxy "$t" "$t"
     BASE[$t]=$STARTED_URL
     PROXY_PID[$t]=$STARTED_PID
     H2_BASE[$t]=$STARTED_URL
-    [ "$t" != nginx ] || H2_BASE[$t]=$STARTED_H2_URL
+    case $t in nginx|nginx_work) H2_BASE[$t]=$STARTED_H2_URL ;; esac
   done
   PORTICO_STATUS=$(http_code "${BASE[portico]}$ORIGIN_PATH")
   if [ "$PORTICO_STATUS" = 200 ]; then

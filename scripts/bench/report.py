@@ -32,10 +32,13 @@ NAMES = {
     "portico": "Portico, 1 thread",
     "portico2": "Portico, 2 threads (unpinned)",
     "nginx": "nginx",
+    "nginx_work": "nginx, same work (JSON access log, forwarding headers, request id)",
     "haproxy": "HAProxy",
     "floor": "hyper floor (refproxy)",
 }
-ORDER = ["portico", "portico2", "nginx", "haproxy", "floor", "direct"]
+ORDER = ["portico", "portico2", "nginx", "nginx_work", "haproxy", "floor", "direct"]
+# The peers of the "better peer" ratios: the plain proxies. nginx_work (scenario 1 only) is
+# nginx doing Portico's per-request work, the like-for-like comparison, not a peer.
 PEERS = ["nginx", "haproxy"]
 
 
@@ -166,7 +169,11 @@ def http_section():
         "÷ wrk divides it by wrk's own CPU per request in the same run, which cancels the "
         f"machine's drift. Ratios are against the better peer of the run (**{NAMES.get(best, '—')}**) "
         "and against the hyper floor. The 2-thread Portico runs unpinned (see Setup), so its "
-        "figures are not a per-core comparison.",
+        "figures are not a per-core comparison. *nginx, same work* is the bare nginx plus what "
+        "Portico does on every request (a buffered JSON access-log line written to a file, "
+        "`X-Forwarded-*` and `Forwarded` headers, an `X-Request-Id` to the origin and on the "
+        "answer; [its config](../bench/peers/nginx-same-work.conf.template)): Portico against it "
+        "is the like-for-like comparison; it is never the better peer.",
         "",
     ]
     body = []
@@ -594,6 +601,15 @@ def targets_section():
     body.append(row("CPU per request ≤ 0.8× the better of nginx and HAProxy",
                     f"{fx(r_peer)} of {NAMES.get(best, '—')}", None if r_peer is None else r_peer <= 0.8,
                     "scenario 1"))
+    # Like for like: nginx doing Portico's per-request work (scenario 1's nginx_work; absent
+    # from sections of runs before it existed).
+    norm = d("http", "norm") or {}
+    r_work = ratio(cpu.get("portico"), cpu.get("nginx_work"))
+    r_work_norm = ratio(norm.get("portico"), norm.get("nginx_work"))
+    body.append(row("CPU per request no worse than nginx doing the same work",
+                    "—" if r_work is None and r_work_norm is None
+                    else f"{fx(r_work)} (÷ wrk: {fx(r_work_norm)})",
+                    None if r_work is None else r_work <= 1.0, "scenario 1"))
     r_floor = ratio(cpu.get("portico"), cpu.get("floor"))
     body.append(row("CPU per request ≤ 1.1× the hyper floor", fx(r_floor),
                     None if r_floor is None else r_floor <= 1.1, "scenario 1"))
@@ -698,7 +714,9 @@ SETUP = f"""## Setup of the last run
   scenario 1 a second instance with `worker_threads = 2`, unpinned: two data-plane threads on one
   pinned CPU would only take turns, so it may use both CPUs and shares CPU 0 with origin and wrk.
 - nginx: `nginx -p <dir> -e <dir>/error.log -c nginx.conf -g 'daemon off;'`, from
-  [bench/peers/nginx.conf.template](../bench/peers/nginx.conf.template).
+  [bench/peers/nginx.conf.template](../bench/peers/nginx.conf.template); in scenario 1 a second
+  nginx started the same way and pinned the same, doing Portico's per-request work, from
+  [bench/peers/nginx-same-work.conf.template](../bench/peers/nginx-same-work.conf.template).
 - HAProxy: `haproxy -db -f haproxy.cfg`, from
   [bench/peers/haproxy.cfg.template](../bench/peers/haproxy.cfg.template).
 - Hyper floor: `refproxy --upstream 127.0.0.1:<origin port>`.
@@ -712,6 +730,10 @@ SETUP = f"""## Setup of the last run
 
 ```nginx
 {config_text(os.path.join(run_dir, 'nginx', 'nginx.conf'), 'bench/peers/nginx.conf.template')}
+```
+
+```nginx
+{config_text(os.path.join(run_dir, 'nginx_work', 'nginx.conf'), 'bench/peers/nginx-same-work.conf.template')}
 ```
 
 ```haproxy

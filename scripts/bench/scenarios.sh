@@ -37,9 +37,10 @@ http_once() {
   run_load "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$RUN_DIR/post.lua" \
     "${BASE[$target]}$POST_PATH" >"$out" 2>&1 || true
   settle "${PROXY_PID[$target]}"
-  # Portico's access log grows by tens of MB a run; dropping it keeps its write-back (kernel
-  # threads, counted as other load) out of the next runs. It is opened for appending.
-  [[ $target != portico* ]] || : >"$RUN_DIR/$target/access.log"
+  # Portico's access log (and that of nginx doing the same work) grows by tens of MB a run;
+  # dropping it keeps its write-back (kernel threads, counted as other load) out of the next
+  # runs. Both open it for appending.
+  [[ $target != portico* && $target != nginx_work ]] || : >"$RUN_DIR/$target/access.log"
   reqs=$(awk '/requests in/ {print $1}' "$out"); reqs=${reqs:-0}
   rps=$(awk '/^Requests\/sec/ {print $2}' "$out"); rps=${rps:-0}
   p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
