@@ -1,5 +1,6 @@
 //! Header rewriting between client and worker: hop-by-hop headers removed (RFC 9110 §7.6.1),
-//! `X-Forwarded-*` and `Forwarded` appended. (`Host` is set per attempt by the forward stage.)
+//! `X-Forwarded-*`, `Forwarded` and `x-request-id` added ([`Added`]). (`Host` is set per
+//! attempt by the forward stage.)
 
 use std::net::IpAddr;
 
@@ -81,31 +82,103 @@ pub struct ForwardingCache {
     forwarded: Option<(Option<HeaderValue>, HeaderValue)>,
 }
 
-/// Appends `X-Forwarded-For`, sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends a
-/// `Forwarded` element (RFC 7239).
-pub fn append_forwarding(
-    headers: &mut HeaderMap,
-    client: ClientInfo<'_>,
-    cache: &mut ForwardingCache,
-) {
-    let ip = cache
-        .ip
-        .get_or_insert_with(|| header_value(client.ip.to_string()))
-        .clone();
-    let forwarded = match &cache.forwarded {
-        Some((host, element)) if host.as_ref() == client.host => element.clone(),
-        _ => {
-            let element = header_value(forwarded_element(client));
-            cache.forwarded = Some((client.host.cloned(), element.clone()));
-            element
+/// What Portico adds to a request on its way to a worker: this hop's forwarding headers
+/// (`X-Forwarded-For` and `Forwarded` appended to the client's, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` set) and the request id. Applied to the header map for hyper's clients
+/// (h2c workers, WebSocket upgrades), or written by Portico's HTTP/1.1 encoder after the
+/// client's own headers, which leaves the client's map as it came (`upstream::h1`).
+#[derive(Debug, Clone)]
+pub struct Added {
+    /// This hop's `X-Forwarded-For` element: the client address.
+    pub forwarded_for: HeaderValue,
+    /// This hop's `Forwarded` element.
+    pub forwarded: HeaderValue,
+    /// `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    /// `X-Forwarded-Host`: the host the client asked for, when known.
+    pub host: Option<HeaderValue>,
+    /// `x-request-id`.
+    pub request_id: HeaderValue,
+}
+
+impl Added {
+    /// The headers for a request from `client`, from the connection's cached values.
+    pub fn new(
+        client: ClientInfo<'_>,
+        cache: &mut ForwardingCache,
+        request_id: HeaderValue,
+    ) -> Added {
+        let forwarded_for = cache
+            .ip
+            .get_or_insert_with(|| header_value(client.ip.to_string()))
+            .clone();
+        let forwarded = match &cache.forwarded {
+            Some((host, element)) if host.as_ref() == client.host => element.clone(),
+            _ => {
+                let element = header_value(forwarded_element(client));
+                cache.forwarded = Some((client.host.cloned(), element.clone()));
+                element
+            }
+        };
+        Added {
+            forwarded_for,
+            forwarded,
+            proto: client.scheme,
+            host: client.host.cloned(),
+            request_id,
         }
-    };
-    append(headers, X_FORWARDED_FOR, ip);
-    append(headers, FORWARDED, forwarded);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
-    if let Some(host) = client.host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
     }
+
+    /// Adds them to `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        append(headers, X_FORWARDED_FOR, self.forwarded_for.clone());
+        append(headers, FORWARDED, self.forwarded.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
+    }
+
+    /// Whether the client's header `name` is replaced (or, for the list headers, rewritten
+    /// with this hop's element appended) by these.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        name == X_FORWARDED_FOR
+            || name == FORWARDED
+            || name == X_FORWARDED_PROTO
+            || name == X_REQUEST_ID
+            || (self.host.is_some() && name == X_FORWARDED_HOST)
+    }
+
+    /// Writes them as header lines, the list headers after the client's values in
+    /// `headers` (all of their lines, joined in order, as [`Added::apply`] does).
+    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        write_list(out, &X_FORWARDED_FOR, headers, &self.forwarded_for);
+        write_list(out, &FORWARDED, headers, &self.forwarded);
+        write_line(out, X_FORWARDED_PROTO.as_str(), self.proto.as_bytes());
+        if let Some(host) = &self.host {
+            write_line(out, X_FORWARDED_HOST.as_str(), host.as_bytes());
+        }
+        write_line(out, X_REQUEST_ID.as_str(), self.request_id.as_bytes());
+    }
+}
+
+fn write_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_list(out: &mut Vec<u8>, name: &HeaderName, headers: &HeaderMap, element: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    for previous in headers.get_all(name) {
+        out.extend_from_slice(previous.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(element.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `for=<ip>;proto=<scheme>[;host="<host>"]`.
@@ -203,6 +276,10 @@ mod tests {
         assert!(!headers.contains_key("connection"));
     }
 
+    fn id() -> HeaderValue {
+        HeaderValue::from_static("req-1")
+    }
+
     /// Forwarding headers are appended to what the client sent.
     #[test]
     fn appends_forwarding_headers() {
@@ -218,7 +295,7 @@ mod tests {
             host: Some(&host),
         };
         let mut cache = ForwardingCache::default();
-        append_forwarding(&mut headers, client, &mut cache);
+        Added::new(client, &mut cache, id()).apply(&mut headers);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, ::1");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "api.example.com");
@@ -229,7 +306,7 @@ mod tests {
 
         // The next request of the connection reuses the values built for the first.
         let mut next = map(&[]);
-        append_forwarding(&mut next, client, &mut cache);
+        Added::new(client, &mut cache, id()).apply(&mut next);
         assert_eq!(next["x-forwarded-for"], "::1");
         assert_eq!(
             next["forwarded"],
@@ -252,8 +329,59 @@ mod tests {
             scheme: "http",
             host: None,
         };
-        append_forwarding(&mut headers, client, &mut ForwardingCache::default());
+        Added::new(client, &mut ForwardingCache::default(), id()).apply(&mut headers);
         let values: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
         assert_eq!(values, ["198.51.100.1, 203.0.113.9, 10.0.0.2, 10.0.0.1"]);
+    }
+
+    /// Written after the client's headers by the HTTP/1.1 encoder, or applied to the map for
+    /// hyper's clients, the worker gets the same headers.
+    #[test]
+    fn written_and_applied_agree() {
+        let host = HeaderValue::from_static("api.example.com");
+        let cases = [
+            (map(&[("content-type", "application/json")]), Some(&host)),
+            (
+                map(&[
+                    ("x-forwarded-for", "198.51.100.1"),
+                    ("x-forwarded-for", "203.0.113.9"),
+                    ("forwarded", "for=198.51.100.1"),
+                    ("x-forwarded-proto", "http"),
+                    ("x-forwarded-host", "spoofed.example"),
+                    ("x-request-id", "client-id"),
+                    ("accept", "*/*"),
+                ]),
+                Some(&host),
+            ),
+            // No host known: the client's X-Forwarded-Host is kept.
+            (map(&[("x-forwarded-host", "kept.example")]), None),
+        ];
+        for (headers, host) in cases {
+            let client = ClientInfo {
+                ip: "10.0.0.1".parse().unwrap(),
+                scheme: "https",
+                host,
+            };
+            let added = Added::new(client, &mut ForwardingCache::default(), id());
+            let mut applied = headers.clone();
+            added.apply(&mut applied);
+            let mut out = Vec::new();
+            for (name, value) in &headers {
+                if !added.replaces(name) {
+                    write_line(&mut out, name.as_str(), value.as_bytes());
+                }
+            }
+            added.write(&headers, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let mut written = HeaderMap::new();
+            for line in text.split_terminator("\r\n") {
+                let (name, value) = line.split_once(": ").unwrap();
+                written.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            assert_eq!(written, applied, "{text}");
+        }
     }
 }

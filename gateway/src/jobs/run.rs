@@ -166,7 +166,8 @@ async fn send(endpoint: &Arc<Endpoint>, state: &JobState, body: &Bytes) -> Attem
         let Some(worker) = ready_worker(endpoint, state, exclude).await else {
             return Attempt::NoWorker;
         };
-        match forward::send(endpoint, &worker, request, &mut record).await {
+        // The stored request carries its own id; async jobs add no forwarding headers.
+        match forward::send(endpoint, &worker, request, None, &mut record).await {
             Ok(response) => break response,
             Err(Failure::NotSent { request: again, .. }) if exclude.is_none() => {
                 exclude = Some(worker.id());

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::body::{BodyError, ProxyBody, RequestBody};
 use crate::endpoint::Endpoint;
 use crate::error::{ProxyError, error_answer};
+use crate::headers::Added;
 use crate::stage::balance;
 use crate::stage::forward::{self, Failure};
 use crate::stage::telemetry::Record;
@@ -44,6 +45,7 @@ pub enum Admitted {
 pub async fn admit(
     endpoint: &Arc<Endpoint>,
     request: Request<RequestBody>,
+    added: Option<&Added>,
     record: &Record,
 ) -> Result<Admitted, ProxyError> {
     let control = &endpoint.control;
@@ -56,13 +58,14 @@ pub async fn admit(
     }
     // Boxed: holding is the rare path, and its state should not grow every request's
     // future.
-    Box::pin(admit_held(endpoint, request, record)).await
+    Box::pin(admit_held(endpoint, request, added, record)).await
 }
 
 /// [`admit`] for an endpoint that has no ready worker now.
 async fn admit_held(
     endpoint: &Arc<Endpoint>,
     request: Request<RequestBody>,
+    added: Option<&Added>,
     record: &Record,
 ) -> Result<Admitted, ProxyError> {
     let control = &endpoint.control;
@@ -101,6 +104,7 @@ async fn admit_held(
     tokio::task::spawn_local(wake_then_forward(
         Arc::clone(endpoint),
         request,
+        added.cloned(),
         record.detached(),
         sender,
         deadline,
@@ -154,6 +158,7 @@ async fn wait_ready(endpoint: &Endpoint, deadline: Instant) -> Result<(), ProxyE
 async fn wake_then_forward(
     endpoint: Arc<Endpoint>,
     request: Request<RequestBody>,
+    added: Option<Added>,
     mut record: Record,
     sender: mpsc::Sender<Bytes>,
     deadline: Instant,
@@ -180,7 +185,7 @@ async fn wake_then_forward(
         }
     }
     drop(held);
-    let response = match send(&endpoint, request, &mut record).await {
+    let response = match send(&endpoint, request, added.as_ref(), &mut record).await {
         Ok(response) => response,
         Err(err) => {
             let _ = sender.send(error_event(&err)).await;
@@ -221,12 +226,13 @@ async fn wake_then_forward(
 async fn send(
     endpoint: &Arc<Endpoint>,
     mut request: Request<RequestBody>,
+    added: Option<&Added>,
     record: &mut Record,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut exclude = None;
     loop {
         let worker = balance::pick(endpoint, exclude)?;
-        match forward::send(endpoint, &worker, request, record).await {
+        match forward::send(endpoint, &worker, request, added, record).await {
             Ok(response) => return Ok(response),
             Err(Failure::NotSent { request: again, .. }) if exclude.is_none() => {
                 exclude = Some(worker.id());

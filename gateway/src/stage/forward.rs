@@ -9,7 +9,7 @@ use crate::body::{ProxyBody, RequestBody, UpstreamBody, WorkerBody};
 use crate::config::WorkerProtocol;
 use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
-use crate::headers::{self, ClientInfo, ForwardingCache};
+use crate::headers::{self, Added};
 use crate::metrics::UpstreamErrorKind;
 use crate::stage::telemetry::Record;
 use crate::upstream::h1::{self, SendError};
@@ -34,14 +34,9 @@ pub enum Failure {
 }
 
 /// Makes the request worker-shaped once, before any attempt: origin-form URI `/{rest}?q`
-/// (the tail of the client's path from `rest_start`), HTTP/1.1, hop-by-hop headers removed,
-/// forwarding headers appended.
-pub fn prepare(
-    mut request: Request<RequestBody>,
-    rest_start: usize,
-    client: ClientInfo<'_>,
-    cache: &mut ForwardingCache,
-) -> Request<RequestBody> {
+/// (the tail of the client's path from `rest_start`), HTTP/1.1, hop-by-hop headers removed.
+/// What Portico adds (forwarding headers, request id: [`Added`]) is applied separately.
+pub fn prepare(mut request: Request<RequestBody>, rest_start: usize) -> Request<RequestBody> {
     let full = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     // `rest_start` is a char boundary of the path, which begins the path-and-query.
     let tail = full.get(rest_start..).unwrap_or("");
@@ -56,27 +51,22 @@ pub fn prepare(
     parts.path_and_query = path_and_query.ok();
     *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
     *request.version_mut() = Version::HTTP_11;
-    let headers = request.headers_mut();
-    // Room for what Portico adds (the forwarding headers here, `x-request-id` next): one
-    // growth of the map instead of one per header for a client that sent few.
-    headers.reserve(6);
     // `Upgrade` goes too: a WebSocket upgrade restores what it needs (stage::ws).
-    headers::remove_hop_by_hop(headers, false);
-    // Host is set per attempt, for the worker picked.
-    headers::append_forwarding(headers, client, cache);
+    headers::remove_hop_by_hop(request.headers_mut(), false);
     request
 }
 
-/// Sends `request` to `worker` and returns its response with a streaming body.
+/// Sends `request` to `worker` and returns its response with a streaming body. `added` is
+/// what Portico adds to the request, written after the client's headers by the HTTP/1.1
+/// encoder; `None` when the request carries it already (the pipeline applies it to the map
+/// for h2c workers, whose client is hyper's; async jobs carry their own id).
 pub async fn send(
     endpoint: &Arc<Endpoint>,
     worker: &Arc<Worker>,
     mut request: Request<RequestBody>,
+    added: Option<&Added>,
     record: &mut Record,
 ) -> Result<Response<ProxyBody>, Failure> {
-    request
-        .headers_mut()
-        .insert(header::HOST, worker.host_header().clone());
     let guard = worker.guard();
     let timeouts = &endpoint.config.timeouts;
     let sent_at = Instant::now();
@@ -88,7 +78,7 @@ pub async fn send(
             };
             // Boxed: the exchange holds the request head and the upload state until the
             // answer's head arrives, which would grow every connection's request future.
-            let exchange = Box::pin(h1::send(conn, request));
+            let exchange = Box::pin(h1::send(conn, request, worker.host_header(), added));
             match tokio::time::timeout(timeouts.first_byte, exchange).await {
                 Ok(Ok(response)) => response.map(WorkerBody::Http1),
                 Ok(Err(SendError {
@@ -114,8 +104,10 @@ pub async fn send(
                 Ok(sender) => sender,
                 Err(kind) => return Err(not_sent(endpoint, worker, request, kind)),
             };
+            debug_assert!(added.is_none(), "h2c requests carry what Portico adds");
             *request.uri_mut() = absolute(request.uri(), worker);
             *request.version_mut() = Version::HTTP_2;
+            // The authority is in the URI.
             request.headers_mut().remove(header::HOST);
             let exchange = sender.try_send_request(request);
             match tokio::time::timeout(timeouts.first_byte, exchange).await {

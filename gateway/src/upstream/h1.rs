@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
 use crate::body::{BodyError, RequestBody};
+use crate::headers::Added;
 use crate::upstream::pool;
 use crate::worker::WorkerId;
 
@@ -149,14 +150,17 @@ impl Conn {
     }
 }
 
-/// Sends `request` over `conn` and returns the worker's answer once its head has arrived;
-/// the body streams from the connection, which goes back to its pool when the body ends.
+/// Sends `request` over `conn` with `host` as its `Host` and `added` written after the
+/// client's headers, and returns the worker's answer once its head has arrived; the body
+/// streams from the connection, which goes back to its pool when the body ends.
 pub async fn send(
     mut conn: Conn,
     request: Request<RequestBody>,
+    host: &HeaderValue,
+    added: Option<&Added>,
 ) -> Result<Response<Body>, SendError> {
     let (parts, body) = request.into_parts();
-    let mut upload = Upload::new(body, &parts);
+    let mut upload = Upload::new(body, &parts, host, added);
     let mut uploading = true;
     let head = poll_fn(|cx| {
         if uploading {
@@ -250,7 +254,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
             keep_alive: false,
         }));
     }
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what Portico adds to the answer (`x-request-id`, CORS marks) without growing.
+    let mut headers = HeaderMap::with_capacity(count + 3);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut encoded = false;
@@ -608,7 +613,12 @@ struct Upload {
 }
 
 impl Upload {
-    fn new(body: RequestBody, parts: &http::request::Parts) -> Upload {
+    fn new(
+        body: RequestBody,
+        parts: &http::request::Parts,
+        host: &HeaderValue,
+        added: Option<&Added>,
+    ) -> Upload {
         let ended = body.is_end_stream();
         let framing = match body.size_hint().exact() {
             // A body-less request says nothing, unless its method carries one.
@@ -628,26 +638,40 @@ impl Upload {
             consumed: false,
             wrote: false,
         };
-        upload.encode_head(parts);
+        upload.encode_head(parts, host, added);
         upload
     }
 
-    fn encode_head(&mut self, parts: &http::request::Parts) {
+    fn encode_head(
+        &mut self,
+        parts: &http::request::Parts,
+        host: &HeaderValue,
+        added: Option<&Added>,
+    ) {
         let out = &mut self.out;
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
         for (name, value) in &parts.headers {
-            // Framing is Portico's to say, from the body it actually sends.
-            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            // Host is the worker's; framing is Portico's to say, from the body it sends.
+            if name == header::HOST
+                || name == header::CONTENT_LENGTH
+                || name == header::TRANSFER_ENCODING
+                || added.is_some_and(|added| added.replaces(name))
+            {
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(added) = added {
+            added.write(&parts.headers, out);
         }
         match self.framing {
             Framing::None => {}
