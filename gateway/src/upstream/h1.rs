@@ -452,10 +452,9 @@ fn decode(state: &mut State, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>,
         match *state {
             State::Done => return Ok(None),
             State::Length(rest) => {
-                let Some(data) = take(buf, rest) else {
+                let Some((data, rest)) = take(buf, rest) else {
                     return Ok(None);
                 };
-                let rest = rest - data.len() as u64;
                 *state = if rest == 0 {
                     State::Done
                 } else {
@@ -470,10 +469,9 @@ fn decode(state: &mut State, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>,
                 return Ok(Some(Frame::data(buf.split().freeze())));
             }
             State::Chunked(Chunk::Data(rest)) => {
-                let Some(data) = take(buf, rest) else {
+                let Some((data, rest)) = take(buf, rest) else {
                     return Ok(None);
                 };
-                let rest = rest - data.len() as u64;
                 *state = State::Chunked(if rest == 0 {
                     Chunk::DataEnd
                 } else {
@@ -527,13 +525,14 @@ fn decode(state: &mut State, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>,
     }
 }
 
-/// Up to `limit` bytes from the front of `buf`, without copying; `None` when it is empty.
-fn take(buf: &mut BytesMut, limit: u64) -> Option<Bytes> {
+/// Up to `limit` bytes from the front of `buf`, without copying, and how many of `limit`
+/// are left; `None` when `buf` is empty.
+fn take(buf: &mut BytesMut, limit: u64) -> Option<(Bytes, u64)> {
     if buf.is_empty() {
         return None;
     }
     let n = usize::try_from(limit).map_or(buf.len(), |limit| limit.min(buf.len()));
-    Some(buf.split_to(n).freeze())
+    Some((buf.split_to(n).freeze(), limit - n as u64))
 }
 
 /// `1a;ext=1\r` → 26.
