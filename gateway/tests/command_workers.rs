@@ -26,18 +26,34 @@ struct Dns {
 }
 
 impl Dns {
-    /// Starts dnsmasq on a free UDP port (bound, then released for it).
+    /// Starts dnsmasq on a free port. dnsmasq listens on UDP and TCP: a port free for UDP
+    /// may be taken for TCP, and then dnsmasq exits at once; another port is tried.
     fn start(dir: &Path) -> Dns {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Dns::start_on(dir, port)
+        for _ in 0..5 {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = udp.local_addr().unwrap().port();
+            let tcp_free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+            // Released for dnsmasq.
+            drop(udp);
+            if !tcp_free {
+                continue;
+            }
+            if let Some(dns) = Dns::try_start_on(dir, port) {
+                return dns;
+            }
+        }
+        panic!("dnsmasq did not start on any of 5 free ports");
     }
 
-    /// Starts dnsmasq on `port`, answering with an empty hosts file.
+    /// Starts dnsmasq on `port` (panics when it cannot).
     fn start_on(dir: &Path, port: u16) -> Dns {
+        Dns::try_start_on(dir, port)
+            .unwrap_or_else(|| panic!("dnsmasq exited at start on port {port}"))
+    }
+
+    /// Starts dnsmasq on `port`, answering with an empty hosts file; `None` when it exits
+    /// before answering (the port is taken).
+    fn try_start_on(dir: &Path, port: u16) -> Option<Dns> {
         let hosts = dir.join("hosts");
         std::fs::write(&hosts, "").unwrap();
         let binary = std::env::var("DNSMASQ").unwrap_or_else(|_| {
@@ -67,14 +83,20 @@ impl Dns {
             .unwrap_or_else(|err| {
                 panic!("this test needs `{binary}` (apt-get install dnsmasq-base): {err}")
             });
-        let dns = Dns {
+        let mut dns = Dns {
             child,
             hosts,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         };
         // Answering before any SIGHUP: one sent earlier would end it.
-        eventually("dnsmasq answers", WAIT, || dns.lookup().map(|_| ()));
-        dns
+        let answered = eventually("dnsmasq answers or exits", WAIT, || {
+            if dns.lookup().is_some() {
+                Some(true)
+            } else {
+                matches!(dns.child.try_wait(), Ok(Some(_))).then_some(false)
+            }
+        });
+        answered.then_some(dns)
     }
 
     /// Makes `workers.test` resolve to exactly `ips`, and waits until dnsmasq says so.
