@@ -1,6 +1,6 @@
 //! Header rewriting between client and worker: hop-by-hop headers removed (RFC 9110 §7.6.1),
-//! `X-Forwarded-*`, `Forwarded` and `x-request-id` added ([`Added`]). (`Host` is set per
-//! attempt by the forward stage.)
+//! `X-Forwarded-*`, `Forwarded` and `x-request-id` added ([`Added`]). (`Host` is the
+//! worker's, set per attempt: written by `upstream::h1`, the authority for h2c.)
 
 use std::net::IpAddr;
 
@@ -163,7 +163,8 @@ impl Added {
     }
 }
 
-fn write_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// Appends the header line `name: value` and its CRLF (HTTP/1.1 wire form).
+pub fn write_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -17,8 +17,7 @@ use tokio::sync::watch;
 
 use crate::access::ServerAccess;
 use crate::body::{ProxyBody, RequestBody, RequestStats};
-use crate::config::Cors;
-use crate::config::WorkerProtocol;
+use crate::config::{Cors, WorkerProtocol};
 use crate::error::{ProxyError, error_response};
 use crate::headers::{Added, ClientInfo, ForwardingCache, X_REQUEST_ID};
 use crate::idle::Watch;

@@ -1,9 +1,14 @@
 //! Forward: the exchange with one worker. The request is streamed to the worker over a
 //! pooled HTTP/1.1 connection (Portico's own client, `upstream::h1`) or the thread's h2c
-//! connection (hyper's), and the response streamed back; timeouts, passive health and connection reuse are decided here.
+//! connection (hyper's), and the response streamed back; timeouts, passive health and
+//! connection reuse are decided here.
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use http::header;
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
 
 use crate::body::{ProxyBody, RequestBody, UpstreamBody, WorkerBody};
 use crate::config::WorkerProtocol;
@@ -15,9 +20,6 @@ use crate::stage::telemetry::Record;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::pool;
 use crate::worker::Worker;
-use http::header;
-use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{Request, Response, Version};
 
 /// Why a forward attempt failed.
 #[derive(Debug)]

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
 use crate::body::{BodyError, RequestBody};
-use crate::headers::Added;
+use crate::headers::{self, Added};
 use crate::upstream::pool;
 use crate::worker::WorkerId;
 
@@ -652,9 +652,8 @@ impl Upload {
         out.push(b' ');
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        out.extend_from_slice(host.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        headers::write_line(out, "host", host.as_bytes());
         for (name, value) in &parts.headers {
             // Host is the worker's; framing is Portico's to say, from the body it sends.
             if name == header::HOST
@@ -664,10 +663,7 @@ impl Upload {
             {
                 continue;
             }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            headers::write_line(out, name.as_str(), value.as_bytes());
         }
         if let Some(added) = added {
             added.write(&parts.headers, out);
@@ -675,9 +671,11 @@ impl Upload {
         match self.framing {
             Framing::None => {}
             Framing::Length(n) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
+                headers::write_line(
+                    out,
+                    "content-length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
             }
             Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
@@ -711,7 +709,9 @@ impl Upload {
                                 }
                             }
                         }
-                        if !self.ended && self.body.is_end_stream() {
+                        // Not while a large chunk waits in `big`: a chunked body's end
+                        // must follow it (the next poll of the body ends it then).
+                        if !self.ended && self.big.is_none() && self.body.is_end_stream() {
                             self.finish(None)?;
                         }
                         continue;
@@ -780,10 +780,7 @@ impl Upload {
                 }
                 self.out.extend_from_slice(b"0\r\n");
                 for (name, value) in trailers.into_iter().flatten() {
-                    self.out.extend_from_slice(name.as_str().as_bytes());
-                    self.out.extend_from_slice(b": ");
-                    self.out.extend_from_slice(value.as_bytes());
-                    self.out.extend_from_slice(b"\r\n");
+                    headers::write_line(&mut self.out, name.as_str(), value.as_bytes());
                 }
                 self.out.extend_from_slice(b"\r\n");
                 Ok(())

@@ -40,14 +40,6 @@ thread_local! {
 pub fn release_http1(conn: Conn) {
     HTTP1.with(|pools| {
         let mut pools = pools.borrow_mut();
-        if !pools.contains_key(&conn.worker()) {
-            // A worker new to this thread: a good moment to forget workers that went away
-            // (scaled down, crashed), whose connections are closed or stale.
-            pools.retain(|_, idle| {
-                idle.retain(|c| c.since.elapsed() <= IDLE_TIMEOUT && !c.conn.is_closed());
-                !idle.is_empty()
-            });
-        }
         let idle = pools.entry(conn.worker()).or_default();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -58,15 +50,23 @@ pub fn release_http1(conn: Conn) {
     });
 }
 
-/// Closes the idle connections past [`IDLE_TIMEOUT`] or closed by their worker; run by the
-/// data-plane thread's sweep, so that idle sockets do not outlive their use.
+/// Closes the idle connections past [`IDLE_TIMEOUT`] or closed by their worker, and
+/// forgets workers left with none (scaled down, crashed); run once a second by the
+/// data-plane thread's sweep (`idle.rs`), so that idle sockets do not outlive their use.
 pub fn sweep_http1() {
     HTTP1.with(|pools| {
         pools.borrow_mut().retain(|_, idle| {
-            idle.retain(|c| c.since.elapsed() <= IDLE_TIMEOUT && !c.conn.is_closed());
+            idle.retain(Idle::usable);
             !idle.is_empty()
         });
     });
+}
+
+impl Idle {
+    /// Young enough to reuse, and not closed by the worker.
+    fn usable(&self) -> bool {
+        self.since.elapsed() <= IDLE_TIMEOUT && !self.conn.is_closed()
+    }
 }
 
 /// An idle HTTP/1.1 connection to `worker`, or a new one.
@@ -75,7 +75,7 @@ pub async fn checkout_http1(
     connect_timeout: Duration,
 ) -> Result<Conn, UpstreamErrorKind> {
     while let Some(idle) = pop_idle(worker.id()) {
-        if idle.since.elapsed() <= IDLE_TIMEOUT && !idle.conn.is_closed() {
+        if idle.usable() {
             return Ok(idle.conn);
         }
     }
@@ -106,7 +106,7 @@ pub async fn checkout_http2(
     if let Some(sender) = existing {
         return Ok(sender);
     }
-    // Boxed, like `connect_http1`.
+    // Boxed, like the connect of `checkout_http1`: the rare path.
     Box::pin(connect_http2(worker, connect_timeout)).await
 }
 
