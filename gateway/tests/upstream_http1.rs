@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use support::{E1, Http1, ProxyConfig, assert_json_error, eventually, get};
 
-/// A worker whose answers are written by hand per path. Every connection it accepts is
-/// counted; every request (head and body as received) is kept.
+/// A worker whose answers are written by hand per path. Every request (head and body as
+/// received) is kept with the number of the connection it came on.
 struct ScriptedWorker {
     addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<(usize, String)>>>,
     /// Connections the worker closed on its own after answering (`/idle-close`).
     closed: Arc<AtomicUsize>,
     /// Connections that carried a request other than a health probe and that Portico
@@ -32,27 +31,24 @@ impl ScriptedWorker {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding");
         let worker = ScriptedWorker {
             addr: listener.local_addr().expect("address"),
-            accepted: Arc::default(),
             requests: Arc::default(),
             closed: Arc::default(),
             dropped: Arc::default(),
         };
-        let (accepted, requests, closed, dropped) = (
-            Arc::clone(&worker.accepted),
+        let (requests, closed, dropped) = (
             Arc::clone(&worker.requests),
             Arc::clone(&worker.closed),
             Arc::clone(&worker.dropped),
         );
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (number, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { return };
-                accepted.fetch_add(1, Ordering::SeqCst);
                 let (requests, closed, dropped) = (
                     Arc::clone(&requests),
                     Arc::clone(&closed),
                     Arc::clone(&dropped),
                 );
-                std::thread::spawn(move || serve(stream, &requests, &closed, &dropped));
+                std::thread::spawn(move || serve(stream, number, &requests, &closed, &dropped));
             }
         });
         worker
@@ -62,23 +58,34 @@ impl ScriptedWorker {
         format!("http://{}", self.addr)
     }
 
-    /// Requests for `path` (health probes aside), as received.
-    fn requests_for(&self, path: &str) -> Vec<String> {
+    /// Requests for `path`, as received, with the numbers of their connections.
+    fn received(&self, path: &str) -> Vec<(usize, String)> {
         let prefix = format!(" {path} HTTP/1.1");
         self.requests
             .lock()
             .unwrap()
             .iter()
-            .filter(|r| r.lines().next().is_some_and(|l| l.contains(&prefix)))
+            .filter(|(_, r)| r.lines().next().is_some_and(|l| l.contains(&prefix)))
             .cloned()
             .collect()
+    }
+
+    /// Requests for `path`, as received.
+    fn requests_for(&self, path: &str) -> Vec<String> {
+        self.received(path).into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The connections requests for `path` came on, in order.
+    fn connections_for(&self, path: &str) -> Vec<usize> {
+        self.received(path).into_iter().map(|(c, _)| c).collect()
     }
 }
 
 /// Serves one connection until either side closes it.
 fn serve(
     mut stream: TcpStream,
-    requests: &Mutex<Vec<String>>,
+    number: usize,
+    requests: &Mutex<Vec<(usize, String)>>,
     closed: &AtomicUsize,
     dropped: &AtomicUsize,
 ) {
@@ -103,7 +110,7 @@ fn serve(
                 let _ = stream.write_all(
                     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo much",
                 );
-                requests.lock().unwrap().push(head);
+                requests.lock().unwrap().push((number, head));
                 let _ = std::io::copy(&mut stream, &mut std::io::sink());
                 return;
             }
@@ -129,10 +136,8 @@ fn serve(
         } else {
             Vec::new()
         };
-        requests
-            .lock()
-            .unwrap()
-            .push(format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body)));
+        let text = format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body));
+        requests.lock().unwrap().push((number, text));
         let answer: &[u8] = match (method, path) {
             ("HEAD", "/head") => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
             (_, "/chunked") => {
@@ -220,17 +225,26 @@ fn worker_framings_reach_the_client_whole() {
     assert_eq!(client.header("content-length"), Some("10"));
     let (status, body) = client.get(&format!("{E1}/plain"));
     assert_eq!((status, body.as_str()), (200, "ok"));
-    // Four delimited answers, one connection (health probes use their own).
-    let exchanges = worker.requests_for("/chunked").len() + worker.requests_for("/plain").len();
-    assert_eq!(exchanges, 2);
-    let used = worker.accepted.load(Ordering::SeqCst);
-
     // Until close: whole, and that connection is not reused.
     let (status, body) = client.get(&format!("{E1}/until-close"));
     assert_eq!((status, body.as_str()), (200, "until the worker closes"));
     let (status, _) = client.get(&format!("{E1}/plain"));
     assert_eq!(status, 200);
-    assert_eq!(worker.accepted.load(Ordering::SeqCst), used + 1);
+
+    // The four delimited answers and the until-close one came over one connection (health
+    // probes open their own); the request after it, over a new one.
+    let first = worker.connections_for("/chunked");
+    assert_eq!(first.len(), 1);
+    for path in ["/interim", "/head", "/until-close"] {
+        assert_eq!(worker.connections_for(path), first, "{path}");
+    }
+    let plain = worker.connections_for("/plain");
+    assert_eq!(plain.len(), 2);
+    assert_eq!(plain[0], first[0]);
+    assert_ne!(
+        plain[1], first[0],
+        "reused after an answer delimited by its close"
+    );
 
     // Forwarded as Portico frames it: no hop-by-hop headers, its own Content-Length.
     let request = &worker.requests_for("/plain")[0];
