@@ -1011,6 +1011,128 @@ mod tests {
         assert_eq!(&buf[..], b"HTTP");
     }
 
+    /// Feeds `wire` to the body decoder in the pieces that `cuts` make, as reads would
+    /// deliver it, and returns the data, the trailers and the final state.
+    fn fed_in_pieces(
+        state: State,
+        wire: &[u8],
+        cuts: &[usize],
+    ) -> Result<(Vec<u8>, Option<HeaderMap>, State), Error> {
+        let mut state = state;
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut trailers = None;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        cuts.push(wire.len());
+        cuts.sort_unstable();
+        let mut from = 0;
+        for to in cuts {
+            buf.extend_from_slice(&wire[from..to]);
+            from = to;
+            while let Some(frame) = decode(&mut state, &mut buf)? {
+                match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                }
+            }
+        }
+        Ok((data, trailers, state))
+    }
+
+    proptest::proptest! {
+        /// However the worker's bytes are split into reads, a chunked body decodes to
+        /// the same data and trailers, and ends exactly at its last byte.
+        #[test]
+        fn chunked_decoding_does_not_depend_on_read_boundaries(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 1..300), 0..6),
+            extension in proptest::bool::ANY,
+            upper in proptest::bool::ANY,
+            trailer in proptest::option::of("[a-z]{1,8}"),
+            cuts in proptest::collection::vec(0usize..4096, 0..12),
+            after in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+        ) {
+            let mut wire = Vec::new();
+            for chunk in &chunks {
+                let size = if upper {
+                    format!("{:X}", chunk.len())
+                } else {
+                    format!("{:x}", chunk.len())
+                };
+                wire.extend_from_slice(size.as_bytes());
+                if extension {
+                    wire.extend_from_slice(b";name=\"v\"");
+                }
+                wire.extend_from_slice(b"\r\n");
+                wire.extend_from_slice(chunk);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if let Some(value) = &trailer {
+                wire.extend_from_slice(format!("x-usage: {value}\r\n").as_bytes());
+            }
+            wire.extend_from_slice(b"\r\n");
+            let body_end = wire.len();
+            // Bytes of the next answer on the same connection must be left alone.
+            wire.extend_from_slice(&after);
+            let cuts: Vec<usize> = cuts.into_iter().map(|c| c % (body_end + 1)).collect();
+            let (data, trailers, state) =
+                fed_in_pieces(State::Chunked(Chunk::Size), &wire[..body_end], &cuts).unwrap();
+            proptest::prop_assert_eq!(data, chunks.concat());
+            proptest::prop_assert_eq!(state, State::Done);
+            proptest::prop_assert_eq!(
+                trailers.map(|t| t["x-usage"].to_str().unwrap().to_owned()),
+                trailer
+            );
+            // All in one read, with the next answer behind it: the body stops at its end.
+            let mut state = State::Chunked(Chunk::Size);
+            let mut buf = BytesMut::from(&wire[..]);
+            while decode(&mut state, &mut buf).unwrap().is_some() {}
+            proptest::prop_assert_eq!(state, State::Done);
+            proptest::prop_assert_eq!(&buf[..], &after[..]);
+        }
+
+        /// A length-delimited body takes exactly its length, however it is split.
+        #[test]
+        fn length_decoding_does_not_depend_on_read_boundaries(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 1..2000),
+            cuts in proptest::collection::vec(0usize..4096, 0..12),
+        ) {
+            let (data, _, state) =
+                fed_in_pieces(State::Length(body.len() as u64), &body, &cuts).unwrap();
+            proptest::prop_assert_eq!(data, body);
+            proptest::prop_assert_eq!(state, State::Done);
+        }
+
+        /// Every proper prefix of a response head is incomplete, never an error, and the
+        /// whole head parses to the same answer as when it arrives in one read.
+        #[test]
+        fn a_head_is_incomplete_until_its_last_byte(
+            status in 200u16..600,
+            names in proptest::collection::vec("[a-z][a-z0-9-]{0,12}", 0..8),
+            length in 0u64..100_000,
+        ) {
+            let mut text = format!("HTTP/1.1 {status} Reason\r\n");
+            for (i, name) in names.iter().enumerate() {
+                text.push_str(&format!("x-{name}: value {i}\r\n"));
+            }
+            text.push_str(&format!("content-length: {length}\r\n\r\n"));
+            for end in 0..text.len() {
+                let mut buf = BytesMut::from(&text.as_bytes()[..end]);
+                proptest::prop_assert!(parse_head(&mut buf, &Method::GET).unwrap().is_none());
+                proptest::prop_assert_eq!(buf.len(), end);
+            }
+            let whole = head(&text, &Method::GET).unwrap().unwrap();
+            proptest::prop_assert_eq!(whole.status.as_u16(), status);
+            proptest::prop_assert_eq!(whole.headers.len(), names.len() + 1);
+            let expected = match (status, length) {
+                (204 | 304, _) | (_, 0) => State::Done,
+                _ => State::Length(length),
+            };
+            proptest::prop_assert_eq!(whole.framing, expected);
+        }
+    }
+
     #[test]
     fn hex_lengths() {
         let mut buf = [0u8; 16];
