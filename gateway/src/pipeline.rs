@@ -74,10 +74,11 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     // No deadline runs on the connection while the request is in flight.
     let busy = conn.watch.busy();
-    // Gateway health answers carry no telemetry: load balancers probe them every second.
+    // Gateway health answers carry no telemetry (load balancers probe them every second),
+    // only the request id every answer carries.
     match request.uri().path() {
-        "/healthz" => return health(r#"{"status":"ok"}"#),
-        "/readyz" => return health(r#"{"status":"ready"}"#),
+        "/healthz" => return health(r#"{"status":"ok"}"#, request_id(request.headers())),
+        "/readyz" => return health(r#"{"status":"ready"}"#, request_id(request.headers())),
         _ => {}
     }
     let request_id = request_id(request.headers());
@@ -297,13 +298,15 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn health(body: &'static str) -> Response<ProxyBody> {
+fn health(body: &'static str, request_id: HeaderValue) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(X_REQUEST_ID, request_id);
     response
 }
 

@@ -329,7 +329,8 @@ fn chat_stream_arrives_token_by_token() {
     assert_arrived_spread_out(&arrivals, &sent);
 }
 
-/// `GET /healthz` and `GET /readyz` on a data listener answer 200 JSON.
+/// `GET /healthz` and `GET /readyz` on a data listener answer 200 JSON, with a request id
+/// like every answer.
 #[test]
 fn healthz_and_readyz_on_the_data_listener() {
     let (_worker, gateway) = one_worker(&[]);
@@ -340,6 +341,11 @@ fn healthz_and_readyz_on_the_data_listener() {
             headers.contains(&("content-type".into(), "application/json".into())),
             "{path}: {headers:?}"
         );
+        let id = headers
+            .iter()
+            .find(|(name, _)| name == "x-request-id")
+            .map(|(_, value)| value.as_str());
+        assert!(id.is_some_and(|id| id.len() == 36), "{path}: {headers:?}");
         let _: Value = serde_json::from_str(&body).expect("JSON body");
     }
 }

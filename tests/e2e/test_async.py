@@ -53,11 +53,12 @@ def keys(table):
     return "\n".join(f"{key} = {toml(value)}" for key, value in table.items())
 
 
-def config(store, workers, scaling=None, asynchronous=None, fenced=False):
+def config(store, workers, scaling=None, asynchronous=None, fenced=False, cors_origins=None):
     """A Portico config: project `p1` (token `ci` = TOKEN), endpoint `chat` with `workers`
     (the `[endpoint.workers]` body), async on chat completions, `/echo` and `/status/404`
     (keys in `asynchronous` override the defaults), results in `store`. `fenced` adds an
-    endpoint `fenced` on the same workers that only 127.0.0.2 may call."""
+    endpoint `fenced` on the same workers that only 127.0.0.2 may call; `cors_origins`
+    sets the `chat` endpoint's."""
     settings = {
         "routes": [ROUTE, "/echo", "/status/404"],
         "concurrency_per_worker": 4,
@@ -107,6 +108,7 @@ id = "chat"
 project = "p1"
 max_body_bytes = 65536
 timeouts = {{ connect_ms = 1000, first_byte_seconds = 30, idle_seconds = 30 }}
+{f"cors_origins = {toml(cors_origins)}" if cors_origins else ""}
 {endpoint}
 {fence if fenced else ""}"""
 
@@ -623,6 +625,35 @@ def test_options_answers_cors_preflight_without_a_token(gateway):
     assert 200 <= reply.status < 300, reply
     allowed = reply.headers.get("Access-Control-Allow-Methods", "")
     assert "POST" in {m.strip() for m in allowed.split(",")}, reply
+
+
+def test_options_with_cors_origins_answers_listed_origins_only(
+        fakeworker, portico_on_file, tmp_path):
+    """With `cors_origins`, a preflight on an async route from a listed origin is answered
+    before the token; from another origin it is an ordinary request: 401 without a token,
+    and with one `204` with the path's `Allow` and no CORS header (never a 405 that lists
+    OPTIONS as allowed)."""
+    store = FileStore(tmp_path)
+    text = config(store, static_workers(fakeworker()), cors_origins=["http://app.example"])
+    _, api, _ = start(portico_on_file, tmp_path, text)
+
+    def preflight(origin, token=None):
+        return api.request("OPTIONS", PREFIX + ROUTE, token=token, headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+        })
+
+    listed = preflight("http://app.example")
+    assert listed.status == 204, listed
+    assert listed.headers["Access-Control-Allow-Origin"] == "http://app.example", listed
+    assert_error(preflight("http://elsewhere.example"), 401)
+    other = preflight("http://elsewhere.example", token=TOKEN)
+    assert other.status == 204, other
+    assert {m.strip() for m in other.headers["Allow"].split(",")} == {"POST", "OPTIONS"}
+    assert "Access-Control-Allow-Origin" not in other.headers, other
+    status = api.request("OPTIONS", STATUS + str(uuid.uuid4()))
+    assert status.status == 204, status
+    assert status.headers["Allow"] == "GET, OPTIONS", status
 
 
 def test_intake_refuses_what_it_cannot_queue(gateway):

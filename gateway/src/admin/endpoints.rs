@@ -145,7 +145,7 @@ async fn restart(State(admin): State<Admin>, Path(id): Path<String>) -> Response
         return error(
             StatusCode::CONFLICT,
             "restart_unsupported",
-            "the endpoint's workers are run by another system (scale_command): restart them there",
+            "the endpoint's workers are run by another system (a scale_command or Kubernetes): restart them there",
         );
     }
     if endpoint.control.stopped() {

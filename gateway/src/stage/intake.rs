@@ -128,6 +128,17 @@ pub async fn serve(
     request: Request<Incoming>,
     record: &Record,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // An `OPTIONS` that got this far is not a preflight Portico answers for CORS (that
+    // endpoint lists `cors_origins`, and this origin is not among them, or it is no
+    // preflight): it asks what the path allows, and the answer says it without CORS.
+    if request.method() == Method::OPTIONS {
+        let mut response = Response::new(ProxyBody::full(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(call.allow()));
+        return Ok(response);
+    }
     let allowed = match call {
         Call::Intake { .. } => request.method() == Method::POST,
         Call::Status { .. } => matches!(*request.method(), Method::GET | Method::HEAD),
