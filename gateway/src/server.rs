@@ -57,7 +57,8 @@ pub enum RunError {
 /// Must be called on a multi-thread tokio runtime: the control loops and the admin API run
 /// there, while the data plane gets threads of its own.
 ///
-/// With `reload`, each `SIGHUP` reloads the config file ([`crate::reload`]).
+/// With `reload`, each `SIGHUP` reloads the config file ([`crate::reload`]), and so does a
+/// change to it, checked every `server.config_watch_seconds` ([`crate::reload::watch`]).
 pub async fn run(
     listeners: Listeners,
     config: Config,
@@ -170,6 +171,16 @@ pub async fn run(
         config.clone(),
         reload.as_ref().map(|reload| reload.path.as_path()),
     ));
+    // The config watcher: a change to the file reloads it, as a `SIGHUP` would.
+    let watcher = match (&reload, config.server.config_watch) {
+        (Some(reload), Some(every)) => Some(tokio::spawn(crate::reload::watch::run(
+            Arc::clone(&reloader),
+            reload.path.clone(),
+            every,
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
     let cluster_task = cluster.as_ref().map(|cluster| {
         tokio::spawn(crate::cluster::run(
             Arc::clone(cluster),
@@ -203,6 +214,9 @@ pub async fn run(
     shutdown.await;
     if let Some(reloads) = reloads {
         reloads.abort();
+    }
+    if let Some(watcher) = watcher {
+        watcher.abort();
     }
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
@@ -268,17 +282,6 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangups: Signal) {
         let reloader = Arc::clone(&reloader);
         // Reading files and hashing certificates is blocking work.
         let result = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
-        match result {
-            Ok(Ok(report)) => tracing::info!(
-                certificates = report.certificates,
-                needs_restart = ?report.needs_restart,
-                "{}",
-                report.summary()
-            ),
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "reload failed; the running configuration is unchanged")
-            }
-            Err(err) => tracing::error!(error = %err, "reload task failed"),
-        }
+        crate::reload::log("SIGHUP", result);
     }
 }

@@ -314,6 +314,78 @@ tokens = [{{ name = "a", sha256 = "{a}" }}]
     text
 }
 
+/// With `config_watch_seconds`, a change to the file is reloaded without a signal: an added
+/// endpoint serves, a comment changes nothing, a broken file is refused once and the
+/// running config keeps serving, and a removed endpoint is gone. Each applied change is one
+/// `config_reloaded` event, an explicit reload included (the watcher does not repeat it).
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let worker = TestWorker::start(&[]);
+    let watched = |ids: &[&str]| {
+        static_config(&worker, ids, 300).replace(
+            "grace_period_seconds = 2",
+            "grace_period_seconds = 2\nconfig_watch_seconds = 1",
+        )
+    };
+    let gw = TestGateway::start(&watched(&["e1"]));
+    let path = gw.dir().join("config.toml");
+    let public = gw.addr("public");
+    let e2 = "/project/p/endpoint/e2";
+    let logged = |gw: &TestGateway, what: &str| {
+        gw.stderr()
+            .iter()
+            .filter(|line| line.contains(what))
+            .count()
+    };
+    let reloads = |gw: &TestGateway| {
+        event_types(gw, "e1")
+            .iter()
+            .filter(|(t, _)| t == "config_reloaded")
+            .count()
+    };
+
+    std::fs::write(&path, watched(&["e1", "e2"])).unwrap();
+    eventually("e2, added to the file", Duration::from_secs(15), || {
+        stream_chat(public, e2, TOKEN_A).ok()
+    });
+    assert_eq!(reloads(&gw), 1);
+
+    std::fs::write(&path, watched(&["e1", "e2"]) + "\n# only a comment\n").unwrap();
+    eventually("the comment seen", Duration::from_secs(15), || {
+        (logged(&gw, "nothing to reload") >= 1).then_some(())
+    });
+    assert_eq!(reloads(&gw), 1, "a comment reloaded the config");
+
+    std::fs::write(&path, watched(&["e1"]) + "bogus_key = 1\n").unwrap();
+    eventually("the broken file refused", Duration::from_secs(15), || {
+        (logged(&gw, "reload failed") == 1).then_some(())
+    });
+    assert_eq!(stream_chat(public, e2, TOKEN_A), Ok(()));
+
+    std::fs::write(&path, watched(&["e1"])).unwrap();
+    eventually("e2, removed from the file", Duration::from_secs(15), || {
+        stream_chat(public, e2, TOKEN_A)
+            .is_err_and(|err| err.starts_with("404"))
+            .then_some(())
+    });
+    assert_eq!(
+        logged(&gw, "reload failed"),
+        1,
+        "the broken file was tried again"
+    );
+
+    // An explicit reload of a change, then a comment: the watcher compares with what the
+    // reload applied, so the change is applied once.
+    std::fs::write(&path, watched(&["e1", "e3"])).unwrap();
+    let (status, report) = admin(&gw, "POST", "/admin/reload", None);
+    assert_eq!(status, 200, "{report}");
+    std::fs::write(&path, watched(&["e1", "e3"]) + "\n# another comment\n").unwrap();
+    eventually("the second comment seen", Duration::from_secs(15), || {
+        (logged(&gw, "nothing to reload") >= 2).then_some(())
+    });
+    assert_eq!(reloads(&gw), 3, "{:#?}", event_types(&gw, "e1"));
+}
+
 /// Endpoints added by a reload serve at once, changed ones are replaced and keep serving,
 /// removed ones are gone (404); the config in force is shown with secrets redacted.
 #[test]

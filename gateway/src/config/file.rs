@@ -93,6 +93,8 @@ pub struct FileServer {
     pub header_read_timeout_seconds: u64,
     /// Extension: how long an idle client connection is kept open. Default 75.
     pub keepalive_timeout_seconds: u64,
+    /// Extension: how often the config file is checked for changes; 0 = never. Default 2.
+    pub config_watch_seconds: u64,
 }
 
 impl Default for FileServer {
@@ -110,6 +112,7 @@ impl Default for FileServer {
             max_headers: 100,
             header_read_timeout_seconds: 10,
             keepalive_timeout_seconds: 75,
+            config_watch_seconds: 2,
         }
     }
 }

@@ -212,6 +212,8 @@ pub struct Server {
     pub header_read_timeout: Duration,
     /// How long an idle client connection is kept open.
     pub keepalive_timeout: Duration,
+    /// How often the config file is checked for changes; `None` = never.
+    pub config_watch: Option<Duration>,
 }
 
 /// One data-plane listener.

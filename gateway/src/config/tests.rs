@@ -305,6 +305,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(server.max_headers, 100);
     assert_eq!(server.header_read_timeout, Duration::from_secs(10));
     assert_eq!(server.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(server.config_watch, Some(Duration::from_secs(2)));
 
     assert_eq!(
         config.listeners,
@@ -654,6 +655,11 @@ fn rejects_bad_server_values() {
             head("[server]\nkeepalive_timeout_seconds = 0"),
             &["server.keepalive_timeout_seconds"],
         ),
+        (
+            head("[server]\nconfig_watch_seconds = 3601"),
+            &["server.config_watch_seconds"],
+        ),
+        (head("[server]\nconfig_watch_seconds = 0"), &[]),
         (
             head("[server]\ngrace_period_seconds = 0\nworker_threads = 1024"),
             &[],

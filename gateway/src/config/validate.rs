@@ -203,6 +203,8 @@ impl Check<'_> {
             "server.keepalive_timeout_seconds",
             s.keepalive_timeout_seconds,
         );
+        let config_watch =
+            self.at_most("server.config_watch_seconds", s.config_watch_seconds, 3600);
         Some(Server {
             admin_listen: admin_listen?,
             admin_token_sha256: admin_token_sha256?,
@@ -216,6 +218,8 @@ impl Check<'_> {
             max_headers: max_headers?,
             header_read_timeout: header_read_timeout?,
             keepalive_timeout: keepalive_timeout?,
+            config_watch: config_watch
+                .map(|seconds| (seconds > 0).then(|| Duration::from_secs(seconds as u64)))?,
         })
     }
 

@@ -14,8 +14,11 @@
 //!
 //! Listeners, `[server]` settings other than those above, and endpoints with
 //! `[endpoint.async]` (whose queue dispatchers start with the daemon) keep running as they
-//! are; the report names them as needing a restart. `SIGHUP` and `POST /admin/reload` both
-//! reload the file the daemon was started with.
+//! are; the report names them as needing a restart. `SIGHUP`, `POST /admin/reload` and the
+//! file watcher ([`watch`], on a change to the file) all reload the file the daemon was
+//! started with.
+
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +50,29 @@ pub enum ReloadError {
         /// What failed.
         error: tls::TlsError,
     },
+}
+
+/// Logs the outcome of a reload that `trigger` (`SIGHUP`, a change to the file) set off;
+/// the admin API answers with it instead.
+pub fn log(
+    trigger: &'static str,
+    outcome: Result<Result<ReloadReport, ReloadError>, tokio::task::JoinError>,
+) {
+    match outcome {
+        Ok(Ok(report)) => tracing::info!(
+            trigger,
+            certificates = report.certificates,
+            needs_restart = ?report.needs_restart,
+            "{}",
+            report.summary()
+        ),
+        Ok(Err(err)) => tracing::error!(
+            trigger,
+            error = %err,
+            "reload failed; the running configuration is unchanged"
+        ),
+        Err(err) => tracing::error!(trigger, error = %err, "reload task failed"),
+    }
 }
 
 /// What a reload did.
@@ -98,6 +124,8 @@ pub struct Reloader {
     /// The config the daemon runs now (for telling what changed).
     running: std::sync::Mutex<Config>,
     path: Option<PathBuf>,
+    /// The file's text as the last reload read it, whatever came of it.
+    last_read: std::sync::Mutex<Option<String>>,
 }
 
 impl Reloader {
@@ -117,6 +145,7 @@ impl Reloader {
             certificates,
             running: std::sync::Mutex::new(config),
             path: path.map(Path::to_path_buf),
+            last_read: std::sync::Mutex::new(None),
         }
     }
 
@@ -139,8 +168,29 @@ impl Reloader {
         let Some(path) = &self.path else {
             return Err(ReloadError::NoFile);
         };
-        let config = Config::load(path)?;
-        self.apply(config)
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.reload_text(path, text)
+    }
+
+    /// Applies `text`, read from the config file at `path`.
+    fn reload_text(&self, path: &Path, text: String) -> Result<ReloadReport, ReloadError> {
+        let config = Config::from_toml_str(&text, path.parent().unwrap_or(Path::new(".")));
+        *self.last_read() = Some(text);
+        self.apply(config?)
+    }
+
+    /// Whether the last reload read exactly `text` (so a change to it was handled).
+    fn last_read_was(&self, text: &str) -> bool {
+        self.last_read().as_deref() == Some(text)
+    }
+
+    fn last_read(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.last_read
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Applies `config`: everything hot-reloadable, or nothing. Reloads run one at a time.
