@@ -4,8 +4,8 @@
 //! struct's `Default` (container-level `#[serde(default)]`), so a missing table and a table
 //! with missing keys mean the same thing. Values are kept as written (strings, integers);
 //! `validate` turns them into the typed [`Config`](super::Config) and names every problem.
-//! Keys without a default (ids, references, `workers.kind`, `command`/`urls`, an inbound
-//! rule's `source`) default to empty here so that validation, not serde, reports them along
+//! Keys without a default (ids, references, `command`/`urls`, an inbound rule's `source`)
+//! and `workers.kind` (implied by `command` or `urls` when absent) default to empty here so that validation, not serde, reports them along
 //! with every other problem of the same element.
 
 use std::collections::BTreeMap;
@@ -367,7 +367,8 @@ impl Default for FileTimeouts {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 pub struct FileWorkers {
-    /// `process` or `static`. Required.
+    /// `process`, `static`, `command` or `kubernetes`. Default: `process` when the table
+    /// sets `command`, `static` when it sets `urls`; required otherwise.
     pub kind: String,
     /// `process`: the command line; `{port}` is replaced by the worker's port. Required there.
     pub command: Option<Vec<String>>,

@@ -1099,10 +1099,19 @@ fn rejects_bad_workers() {
                 ),
             &[w],
         ),
+        // Without `kind`: `urls` alone means static workers, `command` alone process
+        // workers; anything else must name it.
+        (workers("urls = [\"http://127.0.0.1:1\"]"), &[]),
+        (workers("command = [\"w\", \"{port}\"]"), &[]),
         (
-            workers("urls = [\"http://127.0.0.1:1\"]"),
+            workers("command = [\"w\"]\nurls = [\"http://127.0.0.1:1\"]"),
             &[&format!("{w}.kind")],
         ),
+        (
+            workers("urls = [\"http://127.0.0.1:1\"]\nscale_command = [\"s\", \"{replicas}\"]"),
+            &[&format!("{w}.kind")],
+        ),
+        (workers("health_path = \"/h\""), &[&format!("{w}.kind")]),
         (
             workers("kind = \"kubernetes\""),
             &[&format!("{w}.namespace"), w, &format!("{w}.port")],

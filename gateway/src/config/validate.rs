@@ -788,6 +788,10 @@ impl Check<'_> {
             return None;
         };
         let kind = match w.kind.as_str() {
+            "" => implied_kind(w),
+            named => named,
+        };
+        let kind = match kind {
             "process" => self.process_workers(path, w),
             "static" => self.static_workers(path, w),
             "command" => self.command_workers(path, w),
@@ -795,7 +799,9 @@ impl Check<'_> {
             "" => {
                 self.bad(
                     format!("{path}.kind"),
-                    "is required: \"process\", \"static\", \"command\" or \"kubernetes\"",
+                    "is required unless the table sets only `command` (process workers) or \
+                     only `urls` (static workers): \"process\", \"static\", \"command\" \
+                     or \"kubernetes\"",
                 );
                 None
             }
@@ -2027,4 +2033,16 @@ fn is_dns_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// The kind a `[endpoint.workers]` table without `kind` means: `process` when it sets
+/// `command`, `static` when it sets `urls`; empty (required) when it sets both, neither, or
+/// a key of another kind beside `urls`.
+fn implied_kind(w: &FileWorkers) -> &'static str {
+    let other_kind = w.scale_command.is_some() || w.dns.is_some() || w.namespace.is_some();
+    match (w.command.is_some(), w.urls.is_some()) {
+        (true, false) if !other_kind => "process",
+        (false, true) if !other_kind => "static",
+        _ => "",
+    }
 }
