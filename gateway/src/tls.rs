@@ -11,6 +11,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use sha2::{Digest as _, Sha256};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Tls;
@@ -42,19 +43,45 @@ pub enum TlsError {
 /// The certificate a TLS listener presents, replaceable at run time.
 #[derive(Debug)]
 pub struct CertStore {
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwap<Certified>,
 }
 
 impl CertStore {
-    /// Presents `key` to new handshakes from now on.
-    pub fn replace(&self, key: Arc<CertifiedKey>) {
-        self.current.store(key);
+    /// Presents `certified` to new handshakes from now on.
+    pub fn replace(&self, certified: Certified) {
+        self.current.store(Arc::new(certified));
     }
+
+    /// The digest of the files the certificate in use was loaded from.
+    pub fn files(&self) -> FilesDigest {
+        self.current.load().files
+    }
+}
+
+/// SHA-256 of a certificate file and its key file, to tell renewed files from loaded ones
+/// without keeping the key's text.
+pub type FilesDigest = [u8; 32];
+
+/// The digest of a certificate file's bytes and its key file's bytes.
+pub fn files_digest(cert: &[u8], key: &[u8]) -> FilesDigest {
+    Sha256::new()
+        .chain_update((cert.len() as u64).to_le_bytes())
+        .chain_update(cert)
+        .chain_update(key)
+        .finalize()
+        .into()
+}
+
+/// A certificate chain and key that belong together, and the digest of their files.
+#[derive(Debug)]
+pub struct Certified {
+    key: Arc<CertifiedKey>,
+    files: FilesDigest,
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        Some(Arc::clone(&self.current.load().key))
     }
 }
 
@@ -63,10 +90,19 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Loads a listener's certificate chain and key, and checks that they belong together.
-pub fn certified_key(tls: &Tls) -> Result<Arc<CertifiedKey>, TlsError> {
+pub fn certified_key(tls: &Tls) -> Result<Certified, TlsError> {
     let cert_path = tls.cert.display().to_string();
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let key_path = tls.key.display().to_string();
+    let cert_bytes = std::fs::read(&tls.cert).map_err(|err| TlsError::Certificate {
+        path: cert_path.clone(),
+        reason: err.to_string(),
+    })?;
+    let key_bytes = std::fs::read(&tls.key).map_err(|err| TlsError::Key {
+        path: key_path.clone(),
+        reason: err.to_string(),
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&cert_bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|err| TlsError::Certificate {
             path: cert_path.clone(),
             reason: err.to_string(),
@@ -77,19 +113,21 @@ pub fn certified_key(tls: &Tls) -> Result<Arc<CertifiedKey>, TlsError> {
             reason: "no PEM certificate in the file".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|err| TlsError::Key {
-        path: tls.key.display().to_string(),
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|err| TlsError::Key {
+        path: key_path,
         reason: err.to_string(),
     })?;
-    let key = CertifiedKey::from_der(certs, key, &provider())?;
-    Ok(Arc::new(key))
+    Ok(Certified {
+        key: Arc::new(CertifiedKey::from_der(certs, key, &provider())?),
+        files: files_digest(&cert_bytes, &key_bytes),
+    })
 }
 
 /// Builds the acceptor for a listener, and the store through which a reload replaces its
 /// certificate.
 pub fn acceptor(tls: &Tls) -> Result<(TlsAcceptor, Arc<CertStore>), TlsError> {
     let store = Arc::new(CertStore {
-        current: ArcSwap::new(certified_key(tls)?),
+        current: ArcSwap::from_pointee(certified_key(tls)?),
     });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -541,6 +541,67 @@ async fn sighup_replaces_the_certificate() {
     );
 }
 
+/// The watcher loads renewed certificate files without a signal: new handshakes get the new
+/// certificate once both files have settled, and a certificate whose key does not match is
+/// refused once, the listener keeping the certificate it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_loaded_without_a_signal() {
+    let worker = TestWorker::start(&[]);
+    let (old_der, old_cert, old_key) = test_certificate();
+    let config = ProxyConfig::new(&[worker.url()])
+        .tls()
+        .toml()
+        .replace("[server]\n", "[server]\nconfig_watch_seconds = 1\n");
+    let gateway = support::TestGateway::start_with_files(
+        &config,
+        &[
+            ("cert.pem", old_cert.as_bytes()),
+            ("key.pem", old_key.as_bytes()),
+        ],
+    );
+    let addr = gateway.addr("public");
+    assert!(handshake_trusting(addr, &old_der).await);
+    let logged = |what: &str| {
+        gateway
+            .stderr()
+            .iter()
+            .filter(|line| line.contains(what))
+            .count()
+    };
+
+    let (new_der, new_cert, new_key) = test_certificate();
+    std::fs::write(gateway.dir().join("cert.pem"), &new_cert).expect("new certificate");
+    std::fs::write(gateway.dir().join("key.pem"), &new_key).expect("new key");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !handshake_trusting(addr, &new_der).await {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served: {:?}",
+            gateway.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!handshake_trusting(addr, &old_der).await);
+    assert_eq!(logged("new certificate files loaded"), 1);
+
+    let (_, third_cert, _) = test_certificate();
+    std::fs::write(gateway.dir().join("cert.pem"), &third_cert).expect("third certificate");
+    support::eventually("the refused certificate is logged", READ, || {
+        (logged("certificate reload failed") == 1).then_some(())
+    });
+    assert!(
+        handshake_trusting(addr, &new_der).await,
+        "a refused certificate replaced the one served"
+    );
+    // Nothing about the config changed: no config reload happened.
+    assert_eq!(
+        logged("configuration reloaded"),
+        0,
+        "{:?}",
+        gateway.stderr()
+    );
+}
+
 /// HTTP/2 connections, h2c and TLS alike, are not closed by the HTTP/1.1 deadlines: idle
 /// for longer than `keepalive_timeout_seconds` (and receiving hyper's pings' answers, which
 /// would look like the start of a slow head), they still carry requests.

@@ -230,7 +230,7 @@ pub struct Listener {
 }
 
 /// A listener's certificate and key files.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tls {
     /// PEM certificate chain, absolute path of an existing file.
     pub cert: PathBuf,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::access::{EndpointAccess, ServerAccess};
 use crate::alerts::AlertBoard;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, Tls};
 use crate::control::{Detail, EventKind};
 use crate::endpoint::Endpoint;
 use crate::lifecycle::Lifecycle;
@@ -156,11 +156,7 @@ impl Reloader {
 
     /// The config file in force, as written.
     pub fn running_source(&self) -> toml::Table {
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .source
-            .clone()
+        self.running().source.clone()
     }
 
     /// Re-reads the daemon's config file and applies it.
@@ -182,6 +178,39 @@ impl Reloader {
         self.apply(config?)
     }
 
+    /// The TLS listeners in force: their names, certificate and key files, and the digest
+    /// of the files their certificate in use was loaded from.
+    pub fn tls_listeners(&self) -> Vec<(String, Tls, tls::FilesDigest)> {
+        let running = self.running();
+        self.certificates
+            .iter()
+            .filter_map(|(name, store)| {
+                let listener = running.listeners.iter().find(|l| &l.name == name)?;
+                Some((name.clone(), listener.tls.clone()?, store.files()))
+            })
+            .collect()
+    }
+
+    /// Loads `listener`'s certificate and key from `tls` again, for new handshakes.
+    pub fn reload_certificate(&self, listener: &str, tls: &Tls) -> Result<(), ReloadError> {
+        // Under the config's lock: a reload running meanwhile loads the same files.
+        let _running = self.running();
+        let key = tls::certified_key(tls).map_err(|error| ReloadError::Tls {
+            listener: listener.to_string(),
+            error,
+        })?;
+        if let Some((_, store)) = self.certificates.iter().find(|(name, _)| name == listener) {
+            store.replace(key);
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Config> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Whether the last reload read exactly `text` (so a change to it was handled).
     fn last_read_was(&self, text: &str) -> bool {
         self.last_read().as_deref() == Some(text)
@@ -195,10 +224,7 @@ impl Reloader {
 
     /// Applies `config`: everything hot-reloadable, or nothing. Reloads run one at a time.
     pub fn apply(&self, config: Config) -> Result<ReloadReport, ReloadError> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut running = self.running();
         for warning in &config.warnings {
             tracing::warn!(%warning, "configuration");
         }
