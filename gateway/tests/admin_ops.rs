@@ -133,6 +133,7 @@ fn reload_config(variant: usize) -> String {
         r#"
 [server]
 admin_listen = "127.0.0.1:0"
+config_watch_seconds = 0  # only the API and SIGHUP reload here
 admin_token_sha256 = "{admin}"
 grace_period_seconds = 5
 
@@ -316,8 +317,9 @@ tokens = [{{ name = "a", sha256 = "{a}" }}]
 
 /// With `config_watch_seconds`, a change to the file is reloaded without a signal: an added
 /// endpoint serves, a comment changes nothing, a broken file is refused once and the
-/// running config keeps serving, and a removed endpoint is gone. Each applied change is one
-/// `config_reloaded` event, an explicit reload included (the watcher does not repeat it).
+/// running config keeps serving, a removed endpoint is gone, and a file put back right after
+/// an explicit reload is reloaded. Each applied change is one `config_reloaded` event, an
+/// explicit reload included (the watcher does not repeat it).
 #[test]
 fn a_changed_config_file_is_reloaded_without_a_signal() {
     let worker = TestWorker::start(&[]);
@@ -374,16 +376,29 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         "the broken file was tried again"
     );
 
-    // An explicit reload of a change, then a comment: the watcher compares with what the
-    // reload applied, so the change is applied once.
+    // An explicit reload of a change, then the file put back at once: the watcher judges
+    // the file against what the reload applied, so it reloads the text it had seen before.
+    let e3 = "/project/p/endpoint/e3";
     std::fs::write(&path, watched(&["e1", "e3"])).unwrap();
     let (status, report) = admin(&gw, "POST", "/admin/reload", None);
     assert_eq!(status, 200, "{report}");
-    std::fs::write(&path, watched(&["e1", "e3"]) + "\n# another comment\n").unwrap();
+    assert_eq!(stream_chat(public, e3, TOKEN_A), Ok(()));
+    std::fs::write(&path, watched(&["e1"])).unwrap();
+    eventually(
+        "e3, gone with the file put back",
+        Duration::from_secs(15),
+        || {
+            stream_chat(public, e3, TOKEN_A)
+                .is_err_and(|err| err.starts_with("404"))
+                .then_some(())
+        },
+    );
+    // Then a comment: each change was applied once.
+    std::fs::write(&path, watched(&["e1"]) + "\n# another comment\n").unwrap();
     eventually("the second comment seen", Duration::from_secs(15), || {
         (logged(&gw, "nothing to reload") >= 2).then_some(())
     });
-    assert_eq!(reloads(&gw), 3, "{:#?}", event_types(&gw, "e1"));
+    assert_eq!(reloads(&gw), 4, "{:#?}", event_types(&gw, "e1"));
 }
 
 /// Endpoints added by a reload serve at once, changed ones are replaced and keep serving,

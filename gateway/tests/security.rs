@@ -1436,9 +1436,10 @@ fn sighup_reloads_tokens_groups_proxies_and_the_admin_token() {
     );
     let (admin_old, admin_new) = (gateway::token::generate(), gateway::token::generate());
     let worker = TestWorker::start(&[]);
+    // Only SIGHUP reloads here: the watcher is off.
     let version = |server: &str, token: (&str, &str), source: &str| {
         config(
-            server,
+            &format!("config_watch_seconds = 0\n{server}"),
             &[
                 listener("public", "127.0.0.1:0", ""),
                 project(&[token]),

@@ -117,13 +117,23 @@ schema = schemathesis.openapi.from_dict(
 )
 
 
+# The spec's ceiling for worker counts (u32): larger values are negative cases, which must be
+# refused as sent.
+WORKER_COUNT_MAXIMUM = 4294967295
+
+
 def keep_workers_bounded(case):
     """Settings that would let the autoscaler or a pin start more than `MAX_WORKERS`
-    processes are lowered to it: the fuzzer tests the API, not the machine."""
+    processes are lowered to it: the fuzzer tests the API, not the machine. Values beyond
+    the spec's range are left as they are: they start nothing, and must be refused."""
     if case.method.upper() == "PATCH" and isinstance(case.body, dict):
         for key in ("min_workers", "max_workers"):
             value = case.body.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_WORKERS:
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and MAX_WORKERS < value <= WORKER_COUNT_MAXIMUM
+            ):
                 case.body[key] = MAX_WORKERS
 
 

@@ -22,6 +22,7 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access::{EndpointAccess, ServerAccess};
 use crate::alerts::AlertBoard;
@@ -121,11 +122,47 @@ pub struct Reloader {
     alerts: Arc<AlertBoard>,
     /// The certificate store of each TLS listener, by listener name.
     certificates: Vec<(String, Arc<CertStore>)>,
-    /// The config the daemon runs now (for telling what changed).
-    running: std::sync::Mutex<Config>,
+    /// The config in force, and what the last reload read; reloads hold it from reading to
+    /// applying, so they run one at a time, in order.
+    running: std::sync::Mutex<Running>,
     path: Option<PathBuf>,
+    /// Counts reloads of the file, whatever came of them.
+    reloads: AtomicU64,
+}
+
+/// What the [`Reloader`] guards.
+#[derive(Debug)]
+struct Running {
+    /// The config the daemon runs now (for telling what changed).
+    config: Config,
     /// The file's text as the last reload read it, whatever came of it.
-    last_read: std::sync::Mutex<Option<String>>,
+    last_read: Option<String>,
+}
+
+/// Whether a text of the config file needs a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InForce {
+    /// The last reload read this text (and applied or refused it).
+    Read,
+    /// It means the config in force (it differs in comments, blank lines, key order).
+    SameMeaning,
+    /// It needs a reload.
+    No,
+}
+
+impl Running {
+    fn in_force(&self, text: &str) -> InForce {
+        if self.last_read.as_deref() == Some(text) {
+            InForce::Read
+        } else if text
+            .parse::<toml::Table>()
+            .is_ok_and(|table| table == self.config.source)
+        {
+            InForce::SameMeaning
+        } else {
+            InForce::No
+        }
+    }
 }
 
 impl Reloader {
@@ -143,9 +180,12 @@ impl Reloader {
             lifecycle,
             alerts,
             certificates,
-            running: std::sync::Mutex::new(config),
+            running: std::sync::Mutex::new(Running {
+                config,
+                last_read: None,
+            }),
             path: path.map(Path::to_path_buf),
-            last_read: std::sync::Mutex::new(None),
+            reloads: AtomicU64::new(0),
         }
     }
 
@@ -156,7 +196,7 @@ impl Reloader {
 
     /// The config file in force, as written.
     pub fn running_source(&self) -> toml::Table {
-        self.running().source.clone()
+        self.running().config.source.clone()
     }
 
     /// Re-reads the daemon's config file and applies it.
@@ -164,67 +204,116 @@ impl Reloader {
         let Some(path) = &self.path else {
             return Err(ReloadError::NoFile);
         };
+        let mut running = self.running();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,
         })?;
-        self.reload_text(path, text)
+        self.reload_text(&mut running, path, text)
     }
 
-    /// Applies `text`, read from the config file at `path`.
-    fn reload_text(&self, path: &Path, text: String) -> Result<ReloadReport, ReloadError> {
+    /// Applies `text`, read from the config file at `path`, unless it is in force already
+    /// (`None`): the watcher's reload, judged again under the lock that orders reloads.
+    fn reload_changed(
+        &self,
+        path: &Path,
+        text: String,
+    ) -> Option<Result<ReloadReport, ReloadError>> {
+        let mut running = self.running();
+        if running.in_force(&text) != InForce::No {
+            return None;
+        }
+        Some(self.reload_text(&mut running, path, text))
+    }
+
+    fn reload_text(
+        &self,
+        running: &mut Running,
+        path: &Path,
+        text: String,
+    ) -> Result<ReloadReport, ReloadError> {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         let config = Config::from_toml_str(&text, path.parent().unwrap_or(Path::new(".")));
-        *self.last_read() = Some(text);
-        self.apply(config?)
+        running.last_read = Some(text);
+        self.apply(&mut running.config, config?)
+    }
+
+    /// How many reloads of the file have run: a change tells the watcher that what it knew
+    /// of the file's effect is out of date.
+    fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Whether `text` is in force: the last reload read it (applied or refused), or it means
+    /// what runs now (a comment, blank lines, an order of keys). `None` while a reload runs.
+    fn in_force(&self, text: &str) -> Option<InForce> {
+        Some(self.try_running()?.in_force(text))
+    }
+
+    /// Forgets what the last reload read, so that the watcher tries a refused text again
+    /// (a certificate file it may have needed has changed). Skipped while a reload runs: it
+    /// reads the file anew.
+    fn retry_refused(&self) {
+        if let Some(mut running) = self.try_running() {
+            running.last_read = None;
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The TLS listeners in force: their names, certificate and key files, and the digest
-    /// of the files their certificate in use was loaded from.
-    pub fn tls_listeners(&self) -> Vec<(String, Tls, tls::FilesDigest)> {
-        let running = self.running();
-        self.certificates
-            .iter()
-            .filter_map(|(name, store)| {
-                let listener = running.listeners.iter().find(|l| &l.name == name)?;
-                Some((name.clone(), listener.tls.clone()?, store.files()))
-            })
-            .collect()
+    /// of the files their certificate in use was loaded from; `None` while a reload runs.
+    fn tls_listeners(&self) -> Option<Vec<(String, Tls, tls::FilesDigest)>> {
+        let running = self.try_running()?;
+        Some(
+            self.certificates
+                .iter()
+                .filter_map(|(name, store)| {
+                    let listener = running.config.listeners.iter().find(|l| &l.name == name)?;
+                    Some((name.clone(), listener.tls.clone()?, store.files()))
+                })
+                .collect(),
+        )
     }
 
-    /// Loads `listener`'s certificate and key from `tls` again, for new handshakes.
-    pub fn reload_certificate(&self, listener: &str, tls: &Tls) -> Result<(), ReloadError> {
-        // Under the config's lock: a reload running meanwhile loads the same files.
-        let _running = self.running();
+    /// Loads `listener`'s certificate and key from `tls` again, for new handshakes, unless a
+    /// reload has changed the listener's files meanwhile (`Ok(false)`).
+    fn reload_certificate(&self, listener: &str, tls: &Tls) -> Result<bool, ReloadError> {
+        let running = self.running();
+        let in_force = running
+            .config
+            .listeners
+            .iter()
+            .any(|l| l.name == listener && l.tls.as_ref() == Some(tls));
+        let store = self.certificates.iter().find(|(name, _)| name == listener);
+        let (true, Some((_, store))) = (in_force, store) else {
+            return Ok(false);
+        };
         let key = tls::certified_key(tls).map_err(|error| ReloadError::Tls {
             listener: listener.to_string(),
             error,
         })?;
-        if let Some((_, store)) = self.certificates.iter().find(|(name, _)| name == listener) {
-            store.replace(key);
-        }
-        Ok(())
+        store.replace(key);
+        Ok(true)
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, Config> {
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the last reload read exactly `text` (so a change to it was handled).
-    fn last_read_was(&self, text: &str) -> bool {
-        self.last_read().as_deref() == Some(text)
+    /// The state, unless a reload holds it (the watcher skips a check rather than block a
+    /// runtime thread).
+    fn try_running(&self) -> Option<std::sync::MutexGuard<'_, Running>> {
+        match self.running.try_lock() {
+            Ok(running) => Some(running),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
-    fn last_read(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.last_read
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Applies `config`: everything hot-reloadable, or nothing. Reloads run one at a time.
-    pub fn apply(&self, config: Config) -> Result<ReloadReport, ReloadError> {
-        let mut running = self.running();
+    /// Applies `config` over `running`: everything hot-reloadable, or nothing.
+    fn apply(&self, running: &mut Config, config: Config) -> Result<ReloadReport, ReloadError> {
         for warning in &config.warnings {
             tracing::warn!(%warning, "configuration");
         }
@@ -243,10 +332,10 @@ impl Reloader {
 
         let mut report = ReloadReport {
             certificates: certificates.len(),
-            needs_restart: needs_restart(&running, &config),
+            needs_restart: needs_restart(running, &config),
             ..ReloadReport::default()
         };
-        let plan = self.plan(&running, &config, &mut report);
+        let plan = self.plan(running, &config, &mut report);
 
         // Fresh endpoints are running before they are routed to; old ones are retired once
         // no new request can find them.
@@ -467,6 +556,26 @@ mod tests {
             ));
         }
         Config::from_toml_str(&text, Path::new(".")).expect("valid config")
+    }
+
+    /// A text needs no reload when the last reload read it, applied or refused, or when it
+    /// means the config in force; any other needs one.
+    #[test]
+    fn tells_what_is_in_force() {
+        let text = "[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\n";
+        let mut running = Running {
+            config: Config::from_toml_str(text, Path::new(".")).expect("valid config"),
+            last_read: None,
+        };
+        assert_eq!(running.in_force(text), InForce::SameMeaning);
+        let commented = format!("# the listener\n{text}\n");
+        assert_eq!(running.in_force(&commented), InForce::SameMeaning);
+        let changed = text.replace("127.0.0.1:0", "127.0.0.1:1");
+        assert_eq!(running.in_force(&changed), InForce::No);
+        assert_eq!(running.in_force("not toml ["), InForce::No);
+        running.last_read = Some("not toml [".into());
+        assert_eq!(running.in_force("not toml ["), InForce::Read);
+        assert_eq!(running.in_force(&changed), InForce::No);
     }
 
     /// Only listener and server changes outside what a reload applies are reported here

@@ -19,22 +19,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::Reloader;
+use super::{InForce, Reloader};
 use crate::config::Tls;
 use crate::tls;
 
-/// What the watcher knows of the file between checks.
+/// What the watcher knows of a file between checks.
 #[derive(Debug, Default)]
 struct Seen {
-    /// The text last handled: in force, reloaded or refused.
+    /// The content last handled: in force, reloaded or refused.
     handled: Option<String>,
-    /// A changed text seen once, reloaded if the next check finds it again.
+    /// A changed content seen once, reloaded if the next check finds it again.
     settling: Option<String>,
     /// The last read error, logged once until it changes.
     error: Option<String>,
+    /// The reloader's count of reloads when `handled` was judged.
+    reloads: u64,
+    /// The content at the last check that judged it (the config file only).
+    previous: Option<String>,
 }
 
-/// What to do with the file's text at one check.
+/// What to do with a file's content at one check.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
     /// Nothing changed, or the change is in force already.
@@ -46,32 +50,32 @@ enum Step {
 }
 
 impl Seen {
+    /// Decides on `content`; `in_force` tells whether it needs no reload.
+    fn step(&mut self, content: String, in_force: impl FnOnce(&str) -> bool) -> Step {
+        if self.handled.as_deref() == Some(content.as_str()) {
+            self.settling = None;
+            return Step::Nothing;
+        }
+        if in_force(&content) {
+            self.settling = None;
+            self.handled = Some(content);
+            return Step::Nothing;
+        }
+        if self.settling.as_deref() != Some(content.as_str()) {
+            self.settling = Some(content);
+            return Step::Settle;
+        }
+        self.settling = None;
+        self.handled = Some(content);
+        Step::Reload
+    }
+
     /// Logs why a file cannot be read, once until the reason changes.
     fn warn_once(&mut self, error: String) {
         if self.error.as_ref() != Some(&error) {
             tracing::warn!(%error, "cannot read a watched file");
             self.error = Some(error);
         }
-    }
-
-    /// Decides on `text`; `in_force` tells whether it means what runs now.
-    fn step(&mut self, text: String, in_force: impl FnOnce(&str) -> bool) -> Step {
-        if self.handled.as_deref() == Some(text.as_str()) {
-            self.settling = None;
-            return Step::Nothing;
-        }
-        if in_force(&text) {
-            self.settling = None;
-            self.handled = Some(text);
-            return Step::Nothing;
-        }
-        if self.settling.as_deref() != Some(text.as_str()) {
-            self.settling = Some(text);
-            return Step::Settle;
-        }
-        self.settling = None;
-        self.handled = Some(text);
-        Step::Reload
     }
 }
 
@@ -93,12 +97,22 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         check_config(&reloader, &path, &mut config).await;
-        check_certificates(&reloader, &mut certificates).await;
+        if check_certificates(&reloader, &mut certificates).await {
+            // A config refused for want of these files may load now.
+            reloader.retry_refused();
+        }
     }
 }
 
 /// One check of the config file.
 async fn check_config(reloader: &Arc<Reloader>, path: &Path, seen: &mut Seen) {
+    // A reload since the last check (a signal, the API, this watcher) may have changed what
+    // is in force: the file is judged afresh.
+    let reloads = reloader.reloads();
+    if reloads != seen.reloads {
+        seen.reloads = reloads;
+        seen.handled = None;
+    }
     let Some(bytes) = read(path, seen).await else {
         return;
     };
@@ -107,42 +121,61 @@ async fn check_config(reloader: &Arc<Reloader>, path: &Path, seen: &mut Seen) {
         return;
     };
     seen.error = None;
-    let first = seen.handled.is_none();
-    let step = seen.step(text, |text| {
-        if reloader.last_read_was(text) {
-            return true;
-        }
-        let same = text
-            .parse::<toml::Table>()
-            .is_ok_and(|table| table == reloader.running_source());
-        if same && !first {
-            tracing::info!(
-                path = %path.display(),
-                "the config file changed, but not what it configures: nothing to reload"
-            );
-        }
-        same
-    });
+    if seen.handled.as_deref() == Some(text.as_str()) {
+        seen.settling = None;
+        return;
+    }
+    // While a reload runs, the next check decides.
+    let Some(in_force) = reloader.in_force(&text) else {
+        return;
+    };
+    // News only when the file changed since the last check (not at the first check, nor
+    // when a reload elsewhere sent the watcher back to the same text).
+    let changed = seen
+        .previous
+        .as_ref()
+        .is_some_and(|previous| *previous != text);
+    if in_force == InForce::SameMeaning && changed {
+        tracing::info!(
+            path = %path.display(),
+            "the config file changed, but not what it configures: nothing to reload"
+        );
+    }
+    seen.previous = Some(text.clone());
+    let step = seen.step(text, |_| in_force != InForce::No);
     let (Step::Reload, Some(text)) = (step, seen.handled.clone()) else {
         return;
     };
     let reloader = Arc::clone(reloader);
     let path = path.to_path_buf();
-    // Validating and loading certificates is blocking work.
-    let result = tokio::task::spawn_blocking(move || reloader.reload_text(&path, text)).await;
-    super::log("file changed", result);
+    // Validating and loading certificates is blocking work; the reload judges the text
+    // again under the lock that orders reloads, and skips it if one applied it meanwhile.
+    let result = tokio::task::spawn_blocking(move || reloader.reload_changed(&path, text)).await;
+    match result {
+        Ok(None) => {}
+        Ok(Some(result)) => super::log("file changed", Ok(result)),
+        Err(err) => super::log("file changed", Err(err)),
+    }
 }
 
-/// One check of the certificate and key files of each TLS listener in force. A renewed
-/// pair (cert-manager, certbot) is served to new handshakes once both files read the same
-/// at two checks; open connections keep theirs.
-async fn check_certificates(reloader: &Arc<Reloader>, seen: &mut HashMap<(String, Tls), Seen>) {
-    let listeners = reloader.tls_listeners();
+/// One check of the certificate and key files of each TLS listener in force; whether a
+/// pair settled on new content. A renewed pair (cert-manager, certbot) is served to new
+/// handshakes once both files read the same at two checks; open connections keep theirs.
+async fn check_certificates(
+    reloader: &Arc<Reloader>,
+    seen: &mut HashMap<(String, Tls), Seen>,
+) -> bool {
+    let Some(listeners) = reloader.tls_listeners() else {
+        return false;
+    };
     seen.retain(|(name, tls), _| listeners.iter().any(|(n, t, _)| n == name && t == tls));
+    let mut settled = false;
     for (listener, tls, loaded) in listeners {
         let files = seen.entry((listener.clone(), tls.clone())).or_default();
-        let (Some(cert), Some(key)) = (read(&tls.cert, files).await, read(&tls.key, files).await)
-        else {
+        let Some(cert) = read(&tls.cert, files).await else {
+            continue;
+        };
+        let Some(key) = read(&tls.key, files).await else {
             continue;
         };
         files.error = None;
@@ -152,12 +185,15 @@ async fn check_certificates(reloader: &Arc<Reloader>, seen: &mut HashMap<(String
         if files.step(hex(tls::files_digest(&cert, &key)), |d| d == in_force) != Step::Reload {
             continue;
         }
+        settled = true;
         let reloader = Arc::clone(reloader);
         let name = listener.clone();
         let result =
             tokio::task::spawn_blocking(move || reloader.reload_certificate(&name, &tls)).await;
         match result {
-            Ok(Ok(())) => tracing::info!(%listener, "new certificate files loaded"),
+            Ok(Ok(true)) => tracing::info!(%listener, "new certificate files loaded"),
+            // A reload changed the listener's files meanwhile, and loaded them.
+            Ok(Ok(false)) => {}
             Ok(Err(err)) => tracing::error!(
                 %listener,
                 error = %err,
@@ -166,6 +202,7 @@ async fn check_certificates(reloader: &Arc<Reloader>, seen: &mut HashMap<(String
             Err(err) => tracing::error!(error = %err, "certificate reload task failed"),
         }
     }
+    settled
 }
 
 /// The bytes of `path`, or `None` when it cannot be read (logged once per error: a file
