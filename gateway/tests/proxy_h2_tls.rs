@@ -480,6 +480,24 @@ async fn handshake_trusting(addr: SocketAddr, cert: &CertificateDer<'static>) ->
         .is_ok()
 }
 
+/// A gateway whose listener serves `cert` and `key` (PEM) from `cert.pem` and `key.pem`,
+/// the config watcher checking every `watch_seconds` (0: off).
+fn tls_gateway(
+    worker: &TestWorker,
+    watch_seconds: u64,
+    cert: &str,
+    key: &str,
+) -> support::TestGateway {
+    let config = ProxyConfig::new(&[worker.url()]).tls().toml().replace(
+        "[server]\n",
+        &format!("[server]\nconfig_watch_seconds = {watch_seconds}\n"),
+    );
+    support::TestGateway::start_with_files(
+        &config,
+        &[("cert.pem", cert.as_bytes()), ("key.pem", key.as_bytes())],
+    )
+}
+
 /// SIGHUP replaces a TLS listener's certificate: new handshakes get the new one, a
 /// connection opened before keeps working, and a reload whose key does not match its
 /// certificate changes nothing (the daemon keeps serving the certificate it had).
@@ -488,17 +506,7 @@ async fn sighup_replaces_the_certificate() {
     let worker = TestWorker::start(&[]);
     let (old_der, old_cert, old_key) = test_certificate();
     // Only SIGHUP reloads here: the watcher is off.
-    let config = ProxyConfig::new(&[worker.url()])
-        .tls()
-        .toml()
-        .replace("[server]\n", "[server]\nconfig_watch_seconds = 0\n");
-    let gateway = support::TestGateway::start_with_files(
-        &config,
-        &[
-            ("cert.pem", old_cert.as_bytes()),
-            ("key.pem", old_key.as_bytes()),
-        ],
-    );
+    let gateway = tls_gateway(&worker, 0, &old_cert, &old_key);
     let addr = gateway.addr("public");
     assert!(handshake_trusting(addr, &old_der).await);
     let mut before = h1_over(tls(addr, &old_der, &[b"http/1.1"]).await).await;
@@ -553,17 +561,7 @@ async fn sighup_replaces_the_certificate() {
 async fn renewed_certificate_files_are_loaded_without_a_signal() {
     let worker = TestWorker::start(&[]);
     let (old_der, old_cert, old_key) = test_certificate();
-    let config = ProxyConfig::new(&[worker.url()])
-        .tls()
-        .toml()
-        .replace("[server]\n", "[server]\nconfig_watch_seconds = 1\n");
-    let gateway = support::TestGateway::start_with_files(
-        &config,
-        &[
-            ("cert.pem", old_cert.as_bytes()),
-            ("key.pem", old_key.as_bytes()),
-        ],
-    );
+    let gateway = tls_gateway(&worker, 1, &old_cert, &old_key);
     let addr = gateway.addr("public");
     assert!(handshake_trusting(addr, &old_der).await);
     let logged = |what: &str| {
