@@ -42,6 +42,14 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_counter!(
+        "portico_config_reloads_total",
+        "Reloads of the config file, or of a listener's certificate files, by trigger and outcome."
+    );
+    metrics::describe_gauge!(
+        "portico_config_last_reload_successful",
+        "1 when the last reload applied, 0 when it was refused (the running config is older than the file)."
+    );
+    metrics::describe_counter!(
         "portico_requests_total",
         "Requests answered, by status code."
     );

@@ -69,6 +69,8 @@ pub async fn run(
         tracing::warn!(%warning, "configuration");
     }
     let prometheus = metrics::install();
+    // The config in force loaded whole; reloads count from here.
+    ::metrics::gauge!("portico_config_last_reload_successful").set(1.0);
     accesslog::start(config.server.access_log.as_deref()).map_err(RunError::AccessLog)?;
     let threads = match config.server.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -282,6 +284,6 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangups: Signal) {
         let reloader = Arc::clone(&reloader);
         // Reading files and hashing certificates is blocking work.
         let result = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
-        crate::reload::log("SIGHUP", result);
+        crate::reload::log("sighup", result);
     }
 }

@@ -363,6 +363,15 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         (logged(&gw, "reload failed") == 1).then_some(())
     });
     assert_eq!(stream_chat(public, e2, TOKEN_A), Ok(()));
+    let refused = ["trigger=\"file_changed\"", "outcome=\"refused\""];
+    assert_eq!(
+        metric(&gw, "portico_config_reloads_total", &refused),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&gw, "portico_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
 
     std::fs::write(&path, watched(&["e1"])).unwrap();
     eventually("e2, removed from the file", Duration::from_secs(15), || {
@@ -399,6 +408,38 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         (logged(&gw, "nothing to reload") >= 2).then_some(())
     });
     assert_eq!(reloads(&gw), 4, "{:#?}", event_types(&gw, "e1"));
+    let applied = |trigger: &str| {
+        let trigger = format!("trigger=\"{trigger}\"");
+        metric(
+            &gw,
+            "portico_config_reloads_total",
+            &[&trigger, "outcome=\"applied\""],
+        )
+    };
+    assert_eq!(applied("file_changed"), Some(3.0));
+    assert_eq!(applied("admin_api"), Some(1.0));
+    assert_eq!(
+        metric(&gw, "portico_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+}
+
+/// The value of `name` in the admin listener's `/metrics` on the line carrying every one of
+/// `labels` (`key="value"`); `None` when there is none.
+fn metric(gw: &TestGateway, name: &str, labels: &[&str]) -> Option<f64> {
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let (status, _, text) = http(gw.addr("admin"), &request);
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 /// Endpoints added by a reload serve at once, changed ones are replaced and keep serving,

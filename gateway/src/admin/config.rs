@@ -25,6 +25,9 @@ async fn reload(State(admin): State<Admin>) -> Response {
     let reloader = std::sync::Arc::clone(&admin.reloader);
     // Reading files and loading certificates block.
     let outcome = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
+    if !matches!(outcome, Ok(Err(ReloadError::NoFile))) {
+        crate::reload::count("admin_api", matches!(outcome, Ok(Ok(_))));
+    }
     match outcome {
         Ok(Ok(report)) => axum::Json(report.to_json()).into_response(),
         Ok(Err(err)) => {

@@ -53,12 +53,23 @@ pub enum ReloadError {
     },
 }
 
-/// Logs the outcome of a reload that `trigger` (`SIGHUP`, a change to the file) set off;
-/// the admin API answers with it instead.
+/// Counts a reload's outcome: `portico_config_reloads_total{trigger, outcome}` and
+/// `portico_config_last_reload_successful`. `trigger` is `sighup`, `admin_api`,
+/// `file_changed` or `certificate`.
+pub fn count(trigger: &'static str, applied: bool) {
+    let outcome = if applied { "applied" } else { "refused" };
+    metrics::counter!("portico_config_reloads_total", "trigger" => trigger, "outcome" => outcome)
+        .increment(1);
+    metrics::gauge!("portico_config_last_reload_successful").set(if applied { 1.0 } else { 0.0 });
+}
+
+/// Logs and counts the outcome of a reload that `trigger` (`sighup`, `file_changed`) set
+/// off; the admin API answers with it instead.
 pub fn log(
     trigger: &'static str,
     outcome: Result<Result<ReloadReport, ReloadError>, tokio::task::JoinError>,
 ) {
+    count(trigger, matches!(outcome, Ok(Ok(_))));
     match outcome {
         Ok(Ok(report)) => tracing::info!(
             trigger,

@@ -153,8 +153,8 @@ async fn check_config(reloader: &Arc<Reloader>, path: &Path, seen: &mut Seen) {
     let result = tokio::task::spawn_blocking(move || reloader.reload_changed(&path, text)).await;
     match result {
         Ok(None) => {}
-        Ok(Some(result)) => super::log("file changed", Ok(result)),
-        Err(err) => super::log("file changed", Err(err)),
+        Ok(Some(result)) => super::log("file_changed", Ok(result)),
+        Err(err) => super::log("file_changed", Err(err)),
     }
 }
 
@@ -191,14 +191,20 @@ async fn check_certificates(
         let result =
             tokio::task::spawn_blocking(move || reloader.reload_certificate(&name, &tls)).await;
         match result {
-            Ok(Ok(true)) => tracing::info!(%listener, "new certificate files loaded"),
+            Ok(Ok(true)) => {
+                super::count("certificate", true);
+                tracing::info!(%listener, "new certificate files loaded");
+            }
             // A reload changed the listener's files meanwhile, and loaded them.
             Ok(Ok(false)) => {}
-            Ok(Err(err)) => tracing::error!(
-                %listener,
-                error = %err,
-                "certificate reload failed; the listener keeps serving the certificate it had"
-            ),
+            Ok(Err(err)) => {
+                super::count("certificate", false);
+                tracing::error!(
+                    %listener,
+                    error = %err,
+                    "certificate reload failed; the listener keeps serving the certificate it had"
+                );
+            }
             Err(err) => tracing::error!(error = %err, "certificate reload task failed"),
         }
     }
