@@ -179,7 +179,6 @@ pub async fn run(
             Arc::clone(&reloader),
             reload.path.clone(),
             every,
-            stop_rx.clone(),
         ))),
         _ => None,
     };

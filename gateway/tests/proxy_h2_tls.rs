@@ -481,7 +481,8 @@ async fn handshake_trusting(addr: SocketAddr, cert: &CertificateDer<'static>) ->
 }
 
 /// A gateway whose listener serves `cert` and `key` (PEM) from `cert.pem` and `key.pem`,
-/// the config watcher checking every `watch_seconds` (0: off).
+/// the config watcher checking every `watch_seconds` (0: off). Returned once the daemon has
+/// loaded its certificate (it prints its ports before), so that the files may change.
 fn tls_gateway(
     worker: &TestWorker,
     watch_seconds: u64,
@@ -492,10 +493,18 @@ fn tls_gateway(
         "[server]\n",
         &format!("[server]\nconfig_watch_seconds = {watch_seconds}\n"),
     );
-    support::TestGateway::start_with_files(
+    let gateway = support::TestGateway::start_with_files(
         &config,
         &[("cert.pem", cert.as_bytes()), ("key.pem", key.as_bytes())],
-    )
+    );
+    support::eventually("`portico started`", READ, || {
+        gateway
+            .stderr()
+            .iter()
+            .any(|line| line.contains("portico started"))
+            .then_some(())
+    });
+    gateway
 }
 
 /// SIGHUP replaces a TLS listener's certificate: new handshakes get the new one, a
@@ -605,6 +614,62 @@ async fn renewed_certificate_files_are_loaded_without_a_signal() {
         "{:?}",
         gateway.stderr()
     );
+}
+
+/// A config change refused because its listener's certificate pair was half-renewed (the
+/// new certificate, the old key) is tried again once the pair settles: the watcher then
+/// loads the pair and applies the change, with no further edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_refused_for_a_half_renewed_pair_applies_once_the_pair_settles() {
+    let worker = TestWorker::start(&[]);
+    let (_, old_cert, old_key) = test_certificate();
+    let gateway = tls_gateway(&worker, 1, &old_cert, &old_key);
+    let addr = gateway.addr("public");
+    let failures = || {
+        gateway
+            .stderr()
+            .iter()
+            .filter(|line| line.contains("reload failed"))
+            .count()
+    };
+
+    // A second endpoint, and the certificate renewed without its key yet.
+    let config = std::fs::read_to_string(gateway.dir().join("config.toml")).expect("config");
+    let with_e2 = format!(
+        "{config}\n[[endpoint]]\nid = \"e2\"\nproject = \"p1\"\npublic = true\n\
+         [endpoint.workers]\nurls = [\"{}\"]\n",
+        worker.url()
+    );
+    let (new_der, new_cert, new_key) = test_certificate();
+    std::fs::write(gateway.dir().join("config.toml"), with_e2).expect("config with e2");
+    std::fs::write(gateway.dir().join("cert.pem"), &new_cert).expect("new certificate");
+    support::eventually("the refused reloads", READ * 3, || {
+        (failures() >= 2).then_some(())
+    });
+
+    std::fs::write(gateway.dir().join("key.pem"), &new_key).expect("new key");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if handshake_trusting(addr, &new_der).await {
+            let mut client = h1_over(tls(addr, &new_der, &[b"http/1.1"]).await).await;
+            let answer = read(
+                client
+                    .send_request(echo_request("/project/p1/endpoint/e2/echo/x".into(), None))
+                    .await
+                    .expect("request to e2"),
+            )
+            .await;
+            if answer.status == StatusCode::OK {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "e2 never served: {:?}",
+            gateway.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// HTTP/2 connections, h2c and TLS alike, are not closed by the HTTP/1.1 deadlines: idle

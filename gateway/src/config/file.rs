@@ -5,8 +5,9 @@
 //! with missing keys mean the same thing. Values are kept as written (strings, integers);
 //! `validate` turns them into the typed [`Config`](super::Config) and names every problem.
 //! Keys without a default (ids, references, `command`/`urls`, an inbound rule's `source`)
-//! and `workers.kind` (implied by `command` or `urls` when absent) default to empty here so that validation, not serde, reports them along
-//! with every other problem of the same element.
+//! and `workers.kind` (implied by `command` or `urls` when absent) default to empty here, so
+//! that validation, not serde, reports them along with every other problem of the same
+//! element.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

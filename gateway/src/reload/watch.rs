@@ -16,32 +16,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::watch;
-
 use super::{InForce, Reloader};
 use crate::config::Tls;
 use crate::tls;
 
 /// What the watcher knows of a file between checks.
-#[derive(Debug, Default)]
-struct Seen {
+#[derive(Debug)]
+struct Seen<T> {
     /// The content last handled: in force, reloaded or refused.
-    handled: Option<String>,
+    handled: Option<T>,
     /// A changed content seen once, reloaded if the next check finds it again.
-    settling: Option<String>,
+    settling: Option<T>,
     /// The last read error, logged once until it changes.
     error: Option<String>,
-    /// The reloader's count of reloads when `handled` was judged.
-    reloads: u64,
-    /// The content at the last check that judged it (the config file only).
-    previous: Option<String>,
+}
+
+impl<T> Default for Seen<T> {
+    fn default() -> Seen<T> {
+        Seen {
+            handled: None,
+            settling: None,
+            error: None,
+        }
+    }
 }
 
 /// What to do with a file's content at one check.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
-    /// Nothing changed, or the change is in force already.
+    /// Nothing changed, the change is in force already, or it cannot be judged now.
     Nothing,
     /// Changed since the last check: wait for it to settle.
     Settle,
@@ -49,19 +52,25 @@ enum Step {
     Reload,
 }
 
-impl Seen {
-    /// Decides on `content`; `in_force` tells whether it needs no reload.
-    fn step(&mut self, content: String, in_force: impl FnOnce(&str) -> bool) -> Step {
-        if self.handled.as_deref() == Some(content.as_str()) {
+impl<T: PartialEq> Seen<T> {
+    /// Decides on `content`. `in_force` is asked only about content not handled yet:
+    /// whether it needs no reload, or `None` when that cannot be told now (the next check
+    /// decides).
+    fn step(&mut self, content: T, in_force: impl FnOnce(&T) -> Option<bool>) -> Step {
+        if self.handled.as_ref() == Some(&content) {
             self.settling = None;
             return Step::Nothing;
         }
-        if in_force(&content) {
-            self.settling = None;
-            self.handled = Some(content);
-            return Step::Nothing;
+        match in_force(&content) {
+            None => return Step::Nothing,
+            Some(true) => {
+                self.settling = None;
+                self.handled = Some(content);
+                return Step::Nothing;
+            }
+            Some(false) => {}
         }
-        if self.settling.as_deref() != Some(content.as_str()) {
+        if self.settling.as_ref() != Some(&content) {
             self.settling = Some(content);
             return Step::Settle;
         }
@@ -79,23 +88,25 @@ impl Seen {
     }
 }
 
-/// Checks `path` (and the TLS files of the listeners in force) every `every` until `stop`
-/// turns true, reloading what changed.
-pub async fn run(
-    reloader: Arc<Reloader>,
-    path: PathBuf,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut config = Seen::default();
+/// What the watcher knows of the config file.
+#[derive(Debug, Default)]
+struct ConfigFile {
+    seen: Seen<String>,
+    /// The text at the last check that judged it.
+    previous: Option<String>,
+    /// The reloader's count of reloads when `seen` was last judged.
+    reloads: u64,
+}
+
+/// Checks `path` (and the TLS files of the listeners in force) every `every`, reloading
+/// what changed, until the task is aborted.
+pub async fn run(reloader: Arc<Reloader>, path: PathBuf, every: Duration) {
+    let mut config = ConfigFile::default();
     let mut certificates = HashMap::new();
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.changed() => return,
-        }
+        ticks.tick().await;
         check_config(&reloader, &path, &mut config).await;
         if check_certificates(&reloader, &mut certificates).await {
             // A config refused for want of these files may load now.
@@ -105,45 +116,40 @@ pub async fn run(
 }
 
 /// One check of the config file.
-async fn check_config(reloader: &Arc<Reloader>, path: &Path, seen: &mut Seen) {
+async fn check_config(reloader: &Arc<Reloader>, path: &Path, file: &mut ConfigFile) {
     // A reload since the last check (a signal, the API, this watcher) may have changed what
     // is in force: the file is judged afresh.
     let reloads = reloader.reloads();
-    if reloads != seen.reloads {
-        seen.reloads = reloads;
-        seen.handled = None;
+    if reloads != file.reloads {
+        file.reloads = reloads;
+        file.seen.handled = None;
     }
-    let Some(bytes) = read(path, seen).await else {
+    let Some(bytes) = read(path, &mut file.seen).await else {
         return;
     };
     let Ok(text) = String::from_utf8(bytes) else {
-        seen.warn_once(format!("{}: not UTF-8", path.display()));
+        file.seen
+            .warn_once(format!("{}: not UTF-8", path.display()));
         return;
     };
-    seen.error = None;
-    if seen.handled.as_deref() == Some(text.as_str()) {
-        seen.settling = None;
-        return;
-    }
-    // While a reload runs, the next check decides.
-    let Some(in_force) = reloader.in_force(&text) else {
-        return;
-    };
-    // News only when the file changed since the last check (not at the first check, nor
-    // when a reload elsewhere sent the watcher back to the same text).
-    let changed = seen
-        .previous
-        .as_ref()
-        .is_some_and(|previous| *previous != text);
-    if in_force == InForce::SameMeaning && changed {
-        tracing::info!(
-            path = %path.display(),
-            "the config file changed, but not what it configures: nothing to reload"
-        );
-    }
-    seen.previous = Some(text.clone());
-    let step = seen.step(text, |_| in_force != InForce::No);
-    let (Step::Reload, Some(text)) = (step, seen.handled.clone()) else {
+    file.seen.error = None;
+    let previous = &mut file.previous;
+    let step = file.seen.step(text, |text| {
+        // While a reload runs, the next check decides.
+        let in_force = reloader.in_force(text)?;
+        // News only when the file changed since the last check (not at the first check,
+        // nor when a reload elsewhere sent the watcher back to the same text).
+        let changed = previous.as_ref().is_some_and(|previous| previous != text);
+        if in_force == InForce::SameMeaning && changed {
+            tracing::info!(
+                path = %path.display(),
+                "the config file changed, but not what it configures: nothing to reload"
+            );
+        }
+        *previous = Some(text.clone());
+        Some(in_force != InForce::No)
+    });
+    let (Step::Reload, Some(text)) = (step, file.seen.handled.clone()) else {
         return;
     };
     let reloader = Arc::clone(reloader);
@@ -163,7 +169,7 @@ async fn check_config(reloader: &Arc<Reloader>, path: &Path, seen: &mut Seen) {
 /// handshakes once both files read the same at two checks; open connections keep theirs.
 async fn check_certificates(
     reloader: &Arc<Reloader>,
-    seen: &mut HashMap<(String, Tls), Seen>,
+    seen: &mut HashMap<(String, Tls), Seen<tls::FilesDigest>>,
 ) -> bool {
     let Some(listeners) = reloader.tls_listeners() else {
         return false;
@@ -180,9 +186,8 @@ async fn check_certificates(
         };
         files.error = None;
         // Compared as digests, so that the key's text is not kept.
-        let hex = |digest: tls::FilesDigest| format!("{:x}", Bytes::copy_from_slice(&digest));
-        let in_force = hex(loaded);
-        if files.step(hex(tls::files_digest(&cert, &key)), |d| d == in_force) != Step::Reload {
+        let digest = tls::files_digest(&cert, &key);
+        if files.step(digest, |digest| Some(*digest == loaded)) != Step::Reload {
             continue;
         }
         settled = true;
@@ -213,7 +218,7 @@ async fn check_certificates(
 
 /// The bytes of `path`, or `None` when it cannot be read (logged once per error: a file
 /// being replaced may be missing for a moment).
-async fn read(path: &Path, seen: &mut Seen) -> Option<Vec<u8>> {
+async fn read<T: PartialEq>(path: &Path, seen: &mut Seen<T>) -> Option<Vec<u8>> {
     match tokio::fs::read(path).await {
         Ok(bytes) => Some(bytes),
         Err(err) => {
@@ -227,45 +232,56 @@ async fn read(path: &Path, seen: &mut Seen) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> String {
-        s.to_string()
+    fn step(seen: &mut Seen<&'static str>, content: &'static str, in_force: bool) -> Step {
+        seen.step(content, |_| Some(in_force))
     }
 
     /// A change is reloaded at the second check that finds it, once.
     #[test]
     fn a_change_reloads_once_it_has_settled() {
         let mut seen = Seen::default();
-        assert_eq!(seen.step(text("a"), |_| true), Step::Nothing);
-        assert_eq!(seen.step(text("a"), |_| false), Step::Nothing);
-        assert_eq!(seen.step(text("b"), |_| false), Step::Settle);
-        assert_eq!(seen.step(text("b"), |_| false), Step::Reload);
-        assert_eq!(seen.step(text("b"), |_| false), Step::Nothing);
+        assert_eq!(step(&mut seen, "a", true), Step::Nothing);
+        assert_eq!(step(&mut seen, "a", false), Step::Nothing);
+        assert_eq!(step(&mut seen, "b", false), Step::Settle);
+        assert_eq!(step(&mut seen, "b", false), Step::Reload);
+        assert_eq!(step(&mut seen, "b", false), Step::Nothing);
     }
 
-    /// A file caught while it is written settles on its final text before anything is
+    /// A file caught while it is written settles on its final content before anything is
     /// reloaded.
     #[test]
     fn a_half_written_file_is_never_reloaded() {
         let mut seen = Seen::default();
-        seen.step(text("whole"), |_| true);
-        assert_eq!(seen.step(text("ha"), |_| false), Step::Settle);
-        assert_eq!(seen.step(text("half"), |_| false), Step::Settle);
-        assert_eq!(seen.step(text("new whole"), |_| false), Step::Settle);
-        assert_eq!(seen.step(text("new whole"), |_| false), Step::Reload);
+        step(&mut seen, "whole", true);
+        assert_eq!(step(&mut seen, "ha", false), Step::Settle);
+        assert_eq!(step(&mut seen, "half", false), Step::Settle);
+        assert_eq!(step(&mut seen, "new whole", false), Step::Settle);
+        assert_eq!(step(&mut seen, "new whole", false), Step::Reload);
     }
 
-    /// Text already in force (reloaded by a signal, or only a comment changed) is not
-    /// reloaded again, even while settling; a refused text is not retried until it changes.
+    /// Content already in force (reloaded by a signal, or only a comment changed) is not
+    /// reloaded again, even while settling; a refused one is not retried until it changes.
     #[test]
     fn what_is_in_force_or_refused_is_left_alone() {
         let mut seen = Seen::default();
-        seen.step(text("a"), |_| true);
-        assert_eq!(seen.step(text("b"), |_| false), Step::Settle);
-        assert_eq!(seen.step(text("b"), |_| true), Step::Nothing);
-        assert_eq!(seen.step(text("b # note"), |_| true), Step::Nothing);
-        assert_eq!(seen.step(text("broken"), |_| false), Step::Settle);
-        assert_eq!(seen.step(text("broken"), |_| false), Step::Reload);
-        assert_eq!(seen.step(text("broken"), |_| false), Step::Nothing);
-        assert_eq!(seen.step(text("fixed"), |_| false), Step::Settle);
+        step(&mut seen, "a", true);
+        assert_eq!(step(&mut seen, "b", false), Step::Settle);
+        assert_eq!(step(&mut seen, "b", true), Step::Nothing);
+        assert_eq!(step(&mut seen, "b # note", true), Step::Nothing);
+        assert_eq!(step(&mut seen, "broken", false), Step::Settle);
+        assert_eq!(step(&mut seen, "broken", false), Step::Reload);
+        assert_eq!(step(&mut seen, "broken", false), Step::Nothing);
+        assert_eq!(step(&mut seen, "fixed", false), Step::Settle);
+    }
+
+    /// Content that cannot be judged now (a reload holds the config) changes nothing: the
+    /// next check starts where this one found things.
+    #[test]
+    fn undecided_content_waits_for_the_next_check() {
+        let mut seen = Seen::default();
+        step(&mut seen, "a", true);
+        assert_eq!(step(&mut seen, "b", false), Step::Settle);
+        assert_eq!(seen.step("b", |_| None), Step::Nothing);
+        assert_eq!(step(&mut seen, "b", false), Step::Reload);
     }
 }

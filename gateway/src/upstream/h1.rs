@@ -822,18 +822,18 @@ impl Upload {
     }
 }
 
-/// Methods whose empty body is still announced (`Content-Length: 0`), as clients do.
+/// Methods whose empty body is still announced (`Content-Length: 0`), as clients do: all
+/// but those that define no body.
 fn expects_body(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-        || !matches!(
-            *method,
-            Method::GET
-                | Method::HEAD
-                | Method::DELETE
-                | Method::OPTIONS
-                | Method::CONNECT
-                | Method::TRACE
-        )
+    !matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::DELETE
+            | Method::OPTIONS
+            | Method::CONNECT
+            | Method::TRACE
+    )
 }
 
 /// `len` in lower-case hex, in `buf`.
